@@ -1,0 +1,71 @@
+# One entry point for everything a developer or CI runs. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := .venv
+VENV311 := .venv-py311
+BIN := $(VENV)/bin
+REGION ?= us-east-1
+export SAM_CLI_TELEMETRY := 0
+# The tests talk to moto only: never to a real AWS endpoint, never with real credentials.
+TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
+
+.PHONY: help setup test lint typecheck template build unit unit-py311 constraints clean
+
+help: ## list the targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: $(BIN)/.installed $(VENV311)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+
+$(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
+	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
+	  rm -rf $(VENV) && "$$py" -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+# The tests also run on Python 3.11 where one is installed; without it this is a no-op.
+$(VENV311)/bin/.installed: requirements-test.txt constraints.txt layers/scalelab/requirements.txt
+	@rm -rf $(VENV311); mkdir -p $(VENV311)/bin
+	@if py=$$(scripts/find-python 3.11 2>/dev/null); then \
+	  echo "setup: Python 3.11 is $$py" && "$$py" -m venv --clear $(VENV311) && \
+	  $(VENV311)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt -c constraints.txt; \
+	else echo "setup: no Python 3.11 here; the tests run on 3.13 only"; fi
+	@touch $@
+
+/usr/bin/shellcheck:
+	@command -v shellcheck >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "setup: shellcheck is missing; install it (apt-get install -y shellcheck) and run again" >&2; exit 2; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+
+test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)
+
+lint: setup ## ruff and shellcheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	shellcheck scripts/find-python .ci/run layers/scalelab/scalelab/assets/*.sh
+
+typecheck: setup ## mypy on the deployed code
+	$(BIN)/mypy
+
+template: setup ## cfn-lint and sam validate --lint
+	$(BIN)/cfn-lint template.yaml
+	$(TEST_ENV) $(BIN)/sam validate --lint --template template.yaml --region $(REGION)
+
+build: setup ## sam build (needs python3.13 on PATH: found and put there for you)
+	@py=$$(scripts/find-python 3.13) && PATH="$$(dirname "$$py"):$$PATH" \
+	  $(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
+
+unit: setup ## pytest on Python 3.13
+	$(TEST_ENV) $(BIN)/python -m pytest
+
+unit-py311: setup ## pytest on Python 3.11, where it is installed
+	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest -p no:cacheprovider; \
+	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
+
+constraints: setup ## re-pin every transitive dependency after changing a requirements file
+	@{ echo "# Every transitive dependency, pinned (pip install -c constraints.txt). Regenerate with 'make constraints'."; \
+	  $(BIN)/pip freeze --exclude-editable | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt
+
+clean: ## remove the virtual environments and build output
+	rm -rf $(VENV) $(VENV311) .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,51 @@
+#!/bin/bash
+# scalelab instance bootstrap: EC2 runs this once, as root, at first boot.
+# It installs Node.js and pm2, writes the built-in app and starts it under pm2
+# as an unprivileged user, with a systemd unit so it comes back after a reboot.
+# The __SCALELAB_*__ tokens are filled in by scalelab.userdata before launch.
+set -euo pipefail
+exec > >(tee -a /var/log/scalelab-user-data.log) 2>&1
+
+readonly APP_DIR=/opt/scalelab
+readonly APP_USER=scalelab
+readonly APP_PORT="__SCALELAB_APP_PORT__"
+readonly HEALTH_PATH="__SCALELAB_HEALTH_PATH__"
+readonly APP_JS_B64="__SCALELAB_APP_JS_B64__"
+readonly PM2_VERSION=5.4.3
+
+echo "scalelab: bootstrap started at $(date --iso-8601=seconds)"
+
+dnf install -y nodejs
+# The CPU stress test prefers stress-ng and falls back to a shell loop, so a
+# missing package is logged, not fatal.
+dnf install -y stress-ng || echo "scalelab: stress-ng not installed; stress uses the shell fallback"
+npm install --global "pm2@${PM2_VERSION}"
+
+id -u "$APP_USER" >/dev/null 2>&1 ||
+  useradd --system --home-dir "$APP_DIR" --create-home --shell /sbin/nologin "$APP_USER"
+mkdir -p "$APP_DIR"
+printf '%s' "$APP_JS_B64" | base64 --decode >"$APP_DIR/app.js"
+cat >"$APP_DIR/ecosystem.config.js" <<ECOSYSTEM
+module.exports = {
+  apps: [{
+    name: 'scalelab-app',
+    script: '${APP_DIR}/app.js',
+    env: { PORT: '${APP_PORT}', HEALTH_PATH: '${HEALTH_PATH}' },
+    max_restarts: 50,
+    restart_delay: 1000,
+  }],
+};
+ECOSYSTEM
+chown -R "$APP_USER:$APP_USER" "$APP_DIR"
+
+run_as_app() {
+  runuser -u "$APP_USER" -- env HOME="$APP_DIR" PM2_HOME="$APP_DIR/.pm2" "$@"
+}
+
+run_as_app pm2 start "$APP_DIR/ecosystem.config.js"
+run_as_app pm2 save
+# Registers pm2-scalelab.service so the saved process list is resurrected at boot.
+env PATH="$PATH:/usr/bin:/usr/local/bin" pm2 startup systemd -u "$APP_USER" --hp "$APP_DIR"
+systemctl enable "pm2-${APP_USER}"
+
+echo "scalelab: app started on port ${APP_PORT}, GET ${HEALTH_PATH}"

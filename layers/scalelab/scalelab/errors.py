@@ -1,0 +1,39 @@
+"""Errors a state machine can catch by name.
+
+The class name becomes the Lambda ``errorType``, which is what a ``Catch`` or
+``Retry`` in the ASL matches, so these names are part of the contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class ScalelabError(Exception):
+    """Base class: an expected failure with a message meant for a person."""
+
+
+class InvalidInput(ScalelabError):
+    """The run input or a function event is malformed; nothing was created."""
+
+    @classmethod
+    def from_pydantic(cls, what: str, errors: Iterable[Mapping[str, Any]]) -> InvalidInput:
+        problems = []
+        for err in errors:
+            field = ".".join(str(part) for part in err["loc"]) or "(input)"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field}: {message}")
+        return cls(f"invalid {what}: " + "; ".join(problems))
+
+
+class NoSubnets(ScalelabError):
+    """No subnets were given and none could be found for the lab."""
+
+
+class LabBusy(ScalelabError):
+    """Another run holds the lab's lock."""
+
+
+class ForeignResource(ScalelabError):
+    """A resource with this run's name exists but is not tagged for this run."""

@@ -1,0 +1,237 @@
+"""Typed shapes of the run input and of what each step hands to the next.
+
+Input models forbid unknown fields (a typo must not silently fall back to a
+default) and take every default from the Prepare function's environment,
+which template.yaml fills from its Parameters.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Self, TypeVar
+
+from aws_lambda_powertools.utilities.parser import BaseModel, ValidationError, parse
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from scalelab.errors import InvalidInput
+from scalelab.settings import run_defaults
+
+LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
+SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LaunchTemplateRef(_Input):
+    """A launch template the user owns; scalelab uses it as given and never changes it."""
+
+    name: str = Field(min_length=3, max_length=128, pattern=r"^[a-zA-Z0-9()./_-]+$")
+    version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
+
+
+class LabInput(_Input):
+    name: str = Field(default_factory=lambda: run_defaults().lab_name, pattern=LAB_NAME_PATTERN)
+    instance_type: str = Field(default_factory=lambda: run_defaults().instance_type)
+    min_size: int = Field(default_factory=lambda: run_defaults().min_size, ge=0)
+    desired_capacity: int = Field(default_factory=lambda: run_defaults().desired_capacity, ge=1)
+    max_size: int = Field(default_factory=lambda: run_defaults().max_size, ge=1)
+    app_port: int = Field(default_factory=lambda: run_defaults().app_port, ge=1024, le=65535)
+    health_path: str = Field(
+        default_factory=lambda: run_defaults().health_path,
+        pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$",
+    )
+    cpu_target_percent: float = Field(default_factory=lambda: run_defaults().cpu_target_percent, gt=0, lt=100)
+    subnet_ids: list[str] = Field(default_factory=lambda: list(run_defaults().subnet_ids))
+    launch_template: LaunchTemplateRef | None = None
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type_allowed(cls, value: str) -> str:
+        allowed = run_defaults().allowed_instance_types
+        if value not in allowed:
+            raise ValueError(
+                f"{value!r} is not in the allowed instance types ({', '.join(allowed)}); "
+                "pick one of those or widen the AllowedInstanceTypes Parameter"
+            )
+        return value
+
+    @field_validator("max_size")
+    @classmethod
+    def _max_size_capped(cls, value: int) -> int:
+        cap = run_defaults().max_size_cap
+        if value > cap:
+            raise ValueError(f"{value} is above the MaxSizeCap Parameter ({cap})")
+        return value
+
+    @field_validator("subnet_ids")
+    @classmethod
+    def _subnet_ids_well_formed(cls, value: list[str]) -> list[str]:
+        bad = [subnet for subnet in value if not re.fullmatch(SUBNET_ID_PATTERN, subnet)]
+        if bad:
+            raise ValueError(f"not subnet ids: {', '.join(map(repr, bad))}")
+        if len(set(value)) != len(value):
+            raise ValueError("lists a subnet more than once")
+        return value
+
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> Self:
+        problems = []
+        if self.desired_capacity < self.min_size:
+            problems.append(f"desired_capacity ({self.desired_capacity}) is below min_size ({self.min_size})")
+        if self.max_size < self.desired_capacity:
+            problems.append(f"max_size ({self.max_size}) is below desired_capacity ({self.desired_capacity})")
+        elif self.max_size == self.desired_capacity:
+            problems.append(
+                f"max_size ({self.max_size}) must be above desired_capacity "
+                f"({self.desired_capacity}) or the group has no room to scale out"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class StressInput(_Input):
+    duration_seconds: int = Field(default_factory=lambda: run_defaults().stress_seconds, ge=30)
+
+    @field_validator("duration_seconds")
+    @classmethod
+    def _duration_capped(cls, value: int) -> int:
+        cap = run_defaults().stress_seconds_cap
+        if value > cap:
+            raise ValueError(f"{value} is above the StressDurationCapSeconds Parameter ({cap})")
+        return value
+
+
+class ExpectationsInput(_Input):
+    healthy_within_seconds: int = Field(
+        default_factory=lambda: run_defaults().healthy_within_seconds, ge=1, le=86_400
+    )
+    scale_out_within_seconds: int = Field(
+        default_factory=lambda: run_defaults().scale_out_within_seconds, ge=1, le=86_400
+    )
+    new_instance_healthy_within_seconds: int = Field(
+        default_factory=lambda: run_defaults().new_instance_healthy_within_seconds,
+        ge=1,
+        le=86_400,
+    )
+
+
+class TimingInput(_Input):
+    poll_seconds: int = Field(default_factory=lambda: run_defaults().poll_seconds, ge=1, le=3600)
+
+
+class RunInput(_Input):
+    """What a person passes to ``start-execution``; every field is optional."""
+
+    lab: LabInput = Field(default_factory=LabInput)
+    stress: StressInput = Field(default_factory=StressInput)
+    expectations: ExpectationsInput = Field(default_factory=ExpectationsInput)
+    timing: TimingInput = Field(default_factory=TimingInput)
+
+
+class PrepareEvent(_Input):
+    """What the state machine hands Prepare: the execution's name and its raw input."""
+
+    execution_name: str = Field(min_length=1, max_length=80)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+# ---- what Prepare hands the later states -------------------------------------------
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class LabConfig(_Output):
+    name: str
+    instance_type: str
+    min_size: int
+    desired_capacity: int
+    max_size: int
+    app_port: int
+    health_path: str
+    cpu_target_percent: float
+    subnet_ids: list[str]
+    vpc_id: str
+    launch_template: LaunchTemplateRef | None = None
+
+
+class ResourceNames(_Output):
+    """Physical names of the run's resources, derived once in Prepare."""
+
+    alb_security_group: str
+    instance_security_group: str
+    launch_template: str
+    target_group: str
+    load_balancer: str
+    auto_scaling_group: str
+
+
+class StressConfig(_Output):
+    duration_seconds: int
+
+
+class ExpectationsConfig(_Output):
+    healthy_within_seconds: int
+    scale_out_within_seconds: int
+    new_instance_healthy_within_seconds: int
+
+
+class TimingConfig(_Output):
+    poll_seconds: int
+
+
+class RunConfig(_Output):
+    """The normalised run: every later state reads this, never the raw input."""
+
+    run_id: str
+    lab: LabConfig
+    stress: StressConfig
+    expectations: ExpectationsConfig
+    timing: TimingConfig
+    names: ResourceNames
+    tags: dict[str, str]
+    started_at: str
+
+
+class RunRef(_Output):
+    """The least a step needs to find a run: its id (teardown, janitor)."""
+
+    run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+
+
+class ProvisionResult(_Output):
+    alb_security_group_id: str
+    instance_security_group_id: str
+    launch_template_id: str
+    launch_template_version: str
+    launch_template_owned: bool
+    target_group_arn: str
+    load_balancer_arn: str
+    load_balancer_dns_name: str
+    listener_arn: str
+    auto_scaling_group_name: str
+    scaling_policy_arn: str
+
+
+class TeardownResult(_Output):
+    done: bool
+    removed: list[str]
+    remaining: list[str]
+    refused: list[str]
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_event(event: Any, model: type[ModelT], what: str) -> ModelT:
+    """Parse ``event`` with Powertools' parser; a bad field becomes one InvalidInput."""
+    if not isinstance(event, dict):
+        raise InvalidInput(f"invalid {what}: expected a JSON object, got {type(event).__name__}")
+    try:
+        return parse(event=event, model=model)
+    except ValidationError as exc:
+        raise InvalidInput.from_pydantic(what, exc.errors()) from None

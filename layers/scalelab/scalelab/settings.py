@@ -1,0 +1,90 @@
+"""Function configuration read from the environment.
+
+Each model is validated once, at cold start, so a missing or malformed
+variable fails loudly at init instead of surfacing as ``None`` mid-run.
+template.yaml sets these variables from its Parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], BeforeValidator(_split_commas)]
+
+
+class ConfigurationError(RuntimeError):
+    """The function's environment is missing or has a malformed variable."""
+
+
+class _EnvModel(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def from_env(cls) -> Any:
+        try:
+            return cls.model_validate(dict(os.environ))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            )
+            raise ConfigurationError(
+                f"{cls.__name__} environment is invalid ({problems}); "
+                "set these variables in template.yaml or the test environment"
+            ) from None
+
+
+class TableSettings(_EnvModel):
+    """Where runs, ledgers and locks are stored (every function)."""
+
+    table_name: str = Field(alias="TABLE_NAME", min_length=3)
+    run_record_ttl_days: int = Field(alias="RUN_RECORD_TTL_DAYS", ge=1)
+
+
+class RunDefaults(_EnvModel):
+    """Defaults and limits for run input (Prepare); each comes from a template Parameter."""
+
+    lab_name: str = Field(alias="DEFAULT_LAB_NAME")
+    instance_type: str = Field(alias="DEFAULT_INSTANCE_TYPE")
+    allowed_instance_types: CommaList = Field(alias="ALLOWED_INSTANCE_TYPES", min_length=1)
+    min_size: int = Field(alias="DEFAULT_MIN_SIZE")
+    desired_capacity: int = Field(alias="DEFAULT_DESIRED_CAPACITY")
+    max_size: int = Field(alias="DEFAULT_MAX_SIZE")
+    max_size_cap: int = Field(alias="MAX_SIZE_CAP", ge=1)
+    app_port: int = Field(alias="DEFAULT_APP_PORT")
+    health_path: str = Field(alias="DEFAULT_HEALTH_PATH")
+    cpu_target_percent: float = Field(alias="DEFAULT_CPU_TARGET_PERCENT")
+    subnet_ids: CommaList = Field(alias="DEFAULT_SUBNET_IDS", default_factory=list)
+    stress_seconds: int = Field(alias="DEFAULT_STRESS_SECONDS")
+    stress_seconds_cap: int = Field(alias="STRESS_SECONDS_CAP", ge=1)
+    healthy_within_seconds: int = Field(alias="DEFAULT_HEALTHY_WITHIN_SECONDS")
+    scale_out_within_seconds: int = Field(alias="DEFAULT_SCALE_OUT_WITHIN_SECONDS")
+    new_instance_healthy_within_seconds: int = Field(alias="DEFAULT_NEW_INSTANCE_HEALTHY_WITHIN_SECONDS")
+    poll_seconds: int = Field(alias="DEFAULT_POLL_SECONDS")
+    lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
+
+
+class ProvisionSettings(_EnvModel):
+    """Account-level choices for the lab's resources (Provision)."""
+
+    alb_ingress_cidr: str = Field(alias="ALB_INGRESS_CIDR")
+    ami_id: str = Field(alias="AMI_ID", default="", pattern=r"^(ami-[0-9a-f]{8,17})?$")
+    ami_ssm_parameter: str = Field(alias="AMI_SSM_PARAMETER", min_length=1)
+    instance_profile_arn: str = Field(alias="INSTANCE_PROFILE_ARN", min_length=1)
+
+
+@cache
+def run_defaults() -> RunDefaults:
+    """The Prepare function's defaults, read once per process."""
+    result: RunDefaults = RunDefaults.from_env()
+    return result

@@ -1,0 +1,152 @@
+"""Fixtures shared by every test: a sealed AWS environment, moto, the run table, handlers."""
+
+from __future__ import annotations
+
+import importlib.util
+import socket
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from scalelab import aws
+from scalelab.ledger import RunTable
+from scalelab.settings import TableSettings, run_defaults
+from tests.support.template import function_code, function_environment, resource
+
+REGION = "us-east-1"
+TABLE_NAME = "scalelab-test-runs"
+INSTANCE_PROFILE_NAME = "scalelab-test-instances"
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address: Any) -> Any:
+    host = address[0] if isinstance(address, tuple) else address
+    if self.family == socket.AF_UNIX or host in {"127.0.0.1", "::1", "localhost"}:
+        return _real_connect(self, address)
+    raise ConnectionRefusedError(f"tests may only reach loopback, not {host!r}")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_network() -> Iterator[None]:
+    socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = _real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _sealed_aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fake credentials and no endpoint: nothing here can reach a real AWS account."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "scalelab")
+    aws.reset_clients()
+    run_defaults.cache_clear()
+    yield
+    aws.reset_clients()
+    run_defaults.cache_clear()
+
+
+@pytest.fixture
+def account() -> Iterator[None]:
+    """A fresh emulated AWS account (moto, in-process)."""
+    with mock_aws():
+        yield
+
+
+def physical_ids() -> dict[str, str]:
+    """What CloudFormation would give the functions for the template's own resources."""
+    return {
+        "RunTable": TABLE_NAME,
+        "ScalelabLayer": f"arn:aws:lambda:{REGION}:123456789012:layer:scalelab:1",
+        "InstanceProfile.Arn": f"arn:aws:iam::123456789012:instance-profile/{INSTANCE_PROFILE_NAME}",
+    }
+
+
+def apply_function_environment(
+    monkeypatch: pytest.MonkeyPatch, logical_id: str, overrides: dict[str, Any] | None = None
+) -> dict[str, str]:
+    environment = function_environment(logical_id, physical_ids(), overrides)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    run_defaults.cache_clear()
+    return environment
+
+
+@pytest.fixture
+def run_table(account: None, monkeypatch: pytest.MonkeyPatch) -> RunTable:
+    """The run table, created from template.yaml's own definition of it."""
+    properties = resource("RunTable")["Properties"]
+    boto3.client("dynamodb").create_table(
+        TableName=TABLE_NAME,
+        AttributeDefinitions=properties["AttributeDefinitions"],
+        KeySchema=properties["KeySchema"],
+        BillingMode=properties["BillingMode"],
+    )
+    apply_function_environment(monkeypatch, "PrepareRunFunction")
+    return RunTable(TableSettings.from_env())
+
+
+@pytest.fixture
+def instance_profile(account: None) -> str:
+    iam = boto3.client("iam")
+    iam.create_role(RoleName=INSTANCE_PROFILE_NAME, AssumeRolePolicyDocument="{}")
+    profile = iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE_NAME)
+    iam.add_role_to_instance_profile(InstanceProfileName=INSTANCE_PROFILE_NAME, RoleName=INSTANCE_PROFILE_NAME)
+    arn: str = profile["InstanceProfile"]["Arn"]
+    return arn
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "scalelab-test"
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:scalelab-test"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 120_000
+
+
+@pytest.fixture
+def lambda_context() -> FakeLambdaContext:
+    return FakeLambdaContext(aws_request_id=str(uuid.uuid4()))
+
+
+@pytest.fixture
+def load_handler(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], ModuleType]]:
+    """Import a function's handler module the way Lambda would: its CodeUri, its environment.
+
+    Every function's file is called app.py, so each is imported under its own
+    name and removed again afterwards.
+    """
+    loaded: list[str] = []
+
+    def load(logical_id: str) -> ModuleType:
+        apply_function_environment(monkeypatch, logical_id)
+        path, _module, _function = function_code(logical_id)
+        name = f"handler_{logical_id}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        loaded.append(name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for name in loaded:
+        sys.modules.pop(name, None)

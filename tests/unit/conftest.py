@@ -1,0 +1,35 @@
+"""Fixtures for the layer's unit tests: a prepared run and provisioning settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from scalelab.ledger import RunTable
+from scalelab.models import PrepareEvent, RunConfig
+from scalelab.prepare import prepare_run
+from scalelab.settings import ProvisionSettings
+from tests.conftest import apply_function_environment
+
+PrepareRun = Callable[..., RunConfig]
+
+
+@pytest.fixture
+def prepare(run_table: RunTable) -> PrepareRun:
+    """Run Prepare for an execution name and input, as the state machine would."""
+
+    def run(execution_name: str = "run-0001", run_input: dict[str, Any] | None = None) -> RunConfig:
+        event = PrepareEvent(execution_name=execution_name, input=run_input or {})
+        return prepare_run(event, run_table)
+
+    return run
+
+
+@pytest.fixture
+def provision_settings(instance_profile: str, monkeypatch: pytest.MonkeyPatch) -> ProvisionSettings:
+    environment = apply_function_environment(monkeypatch, "ProvisionLabFunction")
+    assert environment["INSTANCE_PROFILE_ARN"] == instance_profile
+    settings: ProvisionSettings = ProvisionSettings.from_env()
+    return settings
