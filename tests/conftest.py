@@ -104,7 +104,9 @@ def instance_profile(account: None) -> str:
     iam = boto3.client("iam")
     iam.create_role(RoleName=INSTANCE_PROFILE_NAME, AssumeRolePolicyDocument="{}")
     profile = iam.create_instance_profile(InstanceProfileName=INSTANCE_PROFILE_NAME)
-    iam.add_role_to_instance_profile(InstanceProfileName=INSTANCE_PROFILE_NAME, RoleName=INSTANCE_PROFILE_NAME)
+    iam.add_role_to_instance_profile(
+        InstanceProfileName=INSTANCE_PROFILE_NAME, RoleName=INSTANCE_PROFILE_NAME
+    )
     arn: str = profile["InstanceProfile"]["Arn"]
     return arn
 

@@ -63,9 +63,8 @@ def tagged_resources(run_id: str) -> dict[str, list[str]]:
         "auto_scaling_groups": [
             group["AutoScalingGroupName"]
             for group in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]
-            if {"Key": RUN_TAG, "Value": run_id} in [
-                {"Key": tag["Key"], "Value": tag["Value"]} for tag in group.get("Tags", [])
-            ]
+            if {"Key": RUN_TAG, "Value": run_id}
+            in [{"Key": tag["Key"], "Value": tag["Value"]} for tag in group.get("Tags", [])]
         ],
     }
     return {kind: ids for kind, ids in found.items() if ids}

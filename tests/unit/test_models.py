@@ -91,7 +91,11 @@ def test_given_fields_override_defaults() -> None:
         ({"lab": {"launch_template": {"version": "2"}}}, "lab.launch_template.name", "Field required"),
         ({"stress": {"duration_seconds": 100_000}}, "stress.duration_seconds", "StressDurationCapSeconds"),
         ({"stress": {"duration_seconds": 5}}, "stress.duration_seconds", "greater than or equal to 30"),
-        ({"expectations": {"healthy_within_seconds": 0}}, "expectations.healthy_within_seconds", "greater than or equal to 1"),
+        (
+            {"expectations": {"healthy_within_seconds": 0}},
+            "expectations.healthy_within_seconds",
+            "greater than or equal to 1",
+        ),
         ({"timing": {"poll_seconds": 1.5}}, "timing.poll_seconds", "valid integer"),
         ({"lab": []}, "lab", "valid dictionary"),
     ],
@@ -124,7 +128,13 @@ def test_one_message_names_every_bad_field() -> None:
         }
     )
 
-    for field in ("lab.instance_type", "lab.max_size", "lab.typo", "stress.duration_seconds", "timing.poll_seconds"):
+    for field in (
+        "lab.instance_type",
+        "lab.max_size",
+        "lab.typo",
+        "stress.duration_seconds",
+        "timing.poll_seconds",
+    ):
         assert f"{field}: " in message
 
 

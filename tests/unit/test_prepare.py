@@ -17,7 +17,9 @@ def default_vpc_subnets() -> list[dict[str, str]]:
     return ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
 
 
-def test_prepare_returns_a_complete_config_and_records_the_run(prepare: PrepareRun, run_table: RunTable) -> None:
+def test_prepare_returns_a_complete_config_and_records_the_run(
+    prepare: PrepareRun, run_table: RunTable
+) -> None:
     config = prepare("nightly-0001")
 
     assert config.run_id == "nightly-0001"

@@ -22,6 +22,7 @@ from scalelab.settings import ProvisionSettings
 from scalelab.userdata import render_user_data
 
 HTTP_PORT = 80
+SCALING_POLICY_NAME = "scalelab-cpu-target"
 # A fast health check: AWS's minimum useful interval and threshold, so a new
 # instance is in service about 20 s after its app answers.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
@@ -33,6 +34,8 @@ DEREGISTRATION_DELAY_SECONDS = 30
 # checks can mark an instance unhealthy and replace it.
 HEALTH_CHECK_GRACE_SECONDS = 300
 INSTANCE_WARMUP_SECONDS = 120
+# Amazon Linux 2023's root snapshot size, for an image that does not say its own.
+DEFAULT_ROOT_VOLUME_GIB = 8
 
 
 class Provisioner:
@@ -132,7 +135,7 @@ class Provisioner:
         user_template = self.config.lab.launch_template
         if user_template is not None:
             found = self.ec2.describe_launch_templates(LaunchTemplateNames=[user_template.name])
-            logger.info("using the user's launch template", extra={"name": user_template.name})
+            logger.info("using the user's launch template", extra={"launch_template": user_template.name})
             return found["LaunchTemplates"][0]["LaunchTemplateId"], user_template.version, False
         try:
             existing = self.ec2.describe_launch_templates(LaunchTemplateNames=[self.names.launch_template])[
@@ -157,7 +160,17 @@ class Provisioner:
     def launch_template_data(self, instance_sg: str) -> dict[str, Any]:
         lab = self.config.lab
         image_id = self.settings.ami_id or self.resolve_ami()
-        root_device = self.ec2.describe_images(ImageIds=[image_id])["Images"][0]["RootDeviceName"]
+        image = self.ec2.describe_images(ImageIds=[image_id])["Images"][0]
+        root_device = image["RootDeviceName"]
+        # Same size as the image's root snapshot; only encryption and type change.
+        root_size = next(
+            (
+                mapping["Ebs"]["VolumeSize"]
+                for mapping in image.get("BlockDeviceMappings", [])
+                if mapping.get("DeviceName") == root_device and "VolumeSize" in mapping.get("Ebs", {})
+            ),
+            DEFAULT_ROOT_VOLUME_GIB,
+        )
         data: dict[str, Any] = {
             "ImageId": image_id,
             "InstanceType": lab.instance_type,
@@ -173,7 +186,12 @@ class Provisioner:
             "BlockDeviceMappings": [
                 {
                     "DeviceName": root_device,
-                    "Ebs": {"Encrypted": True, "VolumeType": "gp3", "DeleteOnTermination": True},
+                    "Ebs": {
+                        "Encrypted": True,
+                        "VolumeType": "gp3",
+                        "VolumeSize": root_size,
+                        "DeleteOnTermination": True,
+                    },
                 }
             ],
             "UserData": base64.b64encode(render_user_data(lab.app_port, lab.health_path).encode()).decode(),
@@ -302,16 +320,20 @@ class Provisioner:
 
     def scaling_policy(self, group_name: str) -> str:
         """Target tracking on average CPU; the policy is part of the group and goes with it."""
-        policy = self.autoscaling.put_scaling_policy(
+        self.autoscaling.put_scaling_policy(
             AutoScalingGroupName=group_name,
-            PolicyName="scalelab-cpu-target",
+            PolicyName=SCALING_POLICY_NAME,
             PolicyType="TargetTrackingScaling",
             TargetTrackingConfiguration={
                 "PredefinedMetricSpecification": {"PredefinedMetricType": "ASGAverageCPUUtilization"},
                 "TargetValue": self.config.lab.cpu_target_percent,
             },
         )
-        arn: str = policy["PolicyARN"]
+        # Read back rather than taken from the put's response: moto leaves PolicyARN out of it.
+        policies = self.autoscaling.describe_policies(
+            AutoScalingGroupName=group_name, PolicyNames=[SCALING_POLICY_NAME]
+        )["ScalingPolicies"]
+        arn: str = policies[0]["PolicyARN"]
         return arn
 
     def _elb_tags(self, arn: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 # scalelab instance bootstrap: EC2 runs this once, as root, at first boot.
 # It installs Node.js and pm2, writes the built-in app and starts it under pm2
 # as an unprivileged user, with a systemd unit so it comes back after a reboot.
-# The __SCALELAB_*__ tokens are filled in by scalelab.userdata before launch.
+# The placeholder values below are filled in by scalelab.userdata before launch.
 set -euo pipefail
 exec > >(tee -a /var/log/scalelab-user-data.log) 2>&1
 

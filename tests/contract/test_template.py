@@ -1,0 +1,113 @@
+"""template.yaml and the ASL agree, and the functions' policies only touch what a run tagged."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from tests.support.template import ROOT, function_ids, resource, template
+
+DESTRUCTIVE = re.compile(r":(Delete|Terminate|Modify|Authorize|Revoke|Put|Update|Create|Run|Attach|Detach)")
+TAG_CONDITION_KEYS = re.compile(r"(aws|autoscaling|ec2):(Resource|Request)Tag/scalelab:run|:CreateAction$")
+
+
+def state_machine_definition() -> tuple[dict[str, Any], dict[str, Any]]:
+    properties = resource("LabStateMachine")["Properties"]
+    definition = json.loads((ROOT / properties["DefinitionUri"]).read_text())
+    return definition, properties["DefinitionSubstitutions"]
+
+
+def policy_statements(logical_id: str) -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = []
+    for policy in resource(logical_id)["Properties"].get("Policies", []):
+        statements.extend(policy.get("Statement", []))
+    return statements
+
+
+def test_every_substitution_in_the_asl_is_defined_and_used() -> None:
+    definition, substitutions = state_machine_definition()
+    used = set(re.findall(r"\$\{(\w+)\}", json.dumps(definition)))
+
+    assert used == set(substitutions)
+
+
+def test_every_function_the_asl_names_exists_in_the_template() -> None:
+    _definition, substitutions = state_machine_definition()
+
+    for value in substitutions.values():
+        logical_id = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+        assert logical_id in function_ids()
+
+
+def test_every_task_retries_transient_lambda_errors() -> None:
+    definition, _ = state_machine_definition()
+
+    for name, state in definition["States"].items():
+        if state["Type"] == "Task":
+            errors = {error for retry in state["Retry"] for error in retry["ErrorEquals"]}
+            assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= errors, name
+
+
+def test_every_state_after_prepare_reaches_teardown_on_error() -> None:
+    definition, _ = state_machine_definition()
+
+    for name, state in definition["States"].items():
+        if state["Type"] == "Task" and name not in {"Prepare", "Teardown"}:
+            catches = {
+                catch["Next"] for catch in state.get("Catch", []) if "States.ALL" in catch["ErrorEquals"]
+            }
+            assert catches == {"Teardown"}, name
+
+
+@pytest.mark.parametrize("logical_id", function_ids())
+def test_destructive_actions_are_scoped_to_what_a_run_tagged(logical_id: str) -> None:
+    for statement in policy_statements(logical_id):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        destructive = [action for action in actions if DESTRUCTIVE.search(action)]
+        if not destructive or statement["Resource"] != "*":
+            continue
+        keys = [key for operator in statement.get("Condition", {}).values() for key in operator]
+        assert any(
+            TAG_CONDITION_KEYS.search(key) or key == "iam:AWSServiceName" or key == "ec2:LaunchTemplate"
+            for key in keys
+        ), (logical_id, statement["Sid"])
+
+
+@pytest.mark.parametrize("logical_id", function_ids())
+def test_deletes_require_the_run_tag_on_the_resource(logical_id: str) -> None:
+    for statement in policy_statements(logical_id):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if any(":Delete" in action and not action.startswith("dynamodb:") for action in actions):
+            assert statement["Condition"] == {"Null": {_resource_tag_key(actions[0]): "false"}}, statement[
+                "Sid"
+            ]
+
+
+def _resource_tag_key(action: str) -> str:
+    return (
+        "autoscaling:ResourceTag/scalelab:run"
+        if action.startswith("autoscaling:")
+        else "aws:ResourceTag/scalelab:run"
+    )
+
+
+def test_every_function_has_a_log_group_with_retention() -> None:
+    groups = [
+        spec["Properties"]["LogGroupName"]["Fn::Sub"]
+        for spec in template()["Resources"].values()
+        if spec["Type"] == "AWS::Logs::LogGroup"
+    ]
+
+    for logical_id in function_ids():
+        assert f"/aws/lambda/${{{logical_id}}}" in groups
+
+
+def test_every_parameter_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+
+    for name, spec in template()["Parameters"].items():
+        assert f"`{name}`" in readme, name
+        assert spec.get("Description"), name
