@@ -11,7 +11,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: help setup test lint typecheck template build unit unit-py311 constraints clean
+.PHONY: help setup test lint typecheck template build unit unit-py311 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,10 +62,6 @@ unit: setup ## pytest on Python 3.13
 unit-py311: setup ## pytest on Python 3.11, where it is installed
 	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest -p no:cacheprovider; \
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
-
-constraints: setup ## re-pin every transitive dependency after changing a requirements file
-	@{ echo "# Every transitive dependency, pinned (pip install -c constraints.txt). Regenerate with 'make constraints'."; \
-	  $(BIN)/pip freeze --exclude-editable | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt
 
 clean: ## remove the virtual environments and build output
 	rm -rf $(VENV) $(VENV311) .aws-sam .pytest_cache .mypy_cache .ruff_cache
