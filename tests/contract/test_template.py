@@ -11,7 +11,11 @@ import pytest
 from tests.support.template import ROOT, function_ids, resource, template
 
 DESTRUCTIVE = re.compile(r":(Delete|Terminate|Modify|Authorize|Revoke|Put|Update|Create|Run|Attach|Detach)")
-TAG_CONDITION_KEYS = re.compile(r"(aws|autoscaling|ec2):(Resource|Request)Tag/scalelab:run|:CreateAction$")
+# Condition keys that narrow an action to what scalelab made or may make.
+SCOPING_CONDITION_KEYS = re.compile(
+    r"^((aws|autoscaling|ec2):(Resource|Request)Tag/scalelab:run|\w+:CreateAction"
+    r"|iam:AWSServiceName|iam:PassedToService|ec2:LaunchTemplate)$"
+)
 
 
 def state_machine_definition() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -70,10 +74,7 @@ def test_destructive_actions_are_scoped_to_what_a_run_tagged(logical_id: str) ->
         if not destructive or statement["Resource"] != "*":
             continue
         keys = [key for operator in statement.get("Condition", {}).values() for key in operator]
-        assert any(
-            TAG_CONDITION_KEYS.search(key) or key == "iam:AWSServiceName" or key == "ec2:LaunchTemplate"
-            for key in keys
-        ), (logical_id, statement["Sid"])
+        assert any(SCOPING_CONDITION_KEYS.match(key) for key in keys), (logical_id, statement["Sid"])
 
 
 @pytest.mark.parametrize("logical_id", function_ids())

@@ -13,13 +13,14 @@ import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
 from scalelab.userdata import render_user_data
 
 ASSETS = Path(__file__).resolve().parents[2] / "layers" / "scalelab" / "scalelab" / "assets"
-TOKEN = "fake-imds-token"  # noqa: S105 - a stand-in, not a secret
+TOKEN = "fake-imds-token"
 
 
 def shellcheck(path: Path) -> subprocess.CompletedProcess[str]:
@@ -53,18 +54,18 @@ def test_the_rendered_user_data_passes_shellcheck_and_carries_the_app(tmp_path: 
 class FakeImds(BaseHTTPRequestHandler):
     """IMDSv2 as an EC2 instance sees it: a PUT for a token, then GETs that carry it."""
 
-    metadata = {
+    metadata: ClassVar[dict[str, str]] = {
         "/latest/meta-data/instance-id": "i-0123456789abcdef0",
         "/latest/meta-data/placement/availability-zone": "us-east-1b",
     }
 
-    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+    def do_PUT(self) -> None:
         if self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds"):
             self._answer(200, TOKEN)
         else:
             self._answer(400, "bad token request")
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
             self._answer(401, "IMDSv2 token required")
         elif self.path in self.metadata:
@@ -100,7 +101,7 @@ def free_port() -> int:
 
 def get(url: str) -> tuple[int, dict[str, object]]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
