@@ -20,18 +20,20 @@ LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
 SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
 
 
-class _Input(BaseModel):
+class InputModel(BaseModel):
+    """Base of what a person or the state machine sends: strict, unknown fields rejected."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class LaunchTemplateRef(_Input):
+class LaunchTemplateRef(InputModel):
     """A launch template the user owns; scalelab uses it as given and never changes it."""
 
     name: str = Field(min_length=3, max_length=128, pattern=r"^[a-zA-Z0-9()./_-]+$")
     version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
 
 
-class LabInput(_Input):
+class LabInput(InputModel):
     name: str = Field(default_factory=lambda: run_defaults().lab_name, pattern=LAB_NAME_PATTERN)
     instance_type: str = Field(default_factory=lambda: run_defaults().instance_type)
     min_size: int = Field(default_factory=lambda: run_defaults().min_size, ge=0)
@@ -92,7 +94,7 @@ class LabInput(_Input):
         return self
 
 
-class StressInput(_Input):
+class StressInput(InputModel):
     duration_seconds: int = Field(default_factory=lambda: run_defaults().stress_seconds, ge=30)
 
     @field_validator("duration_seconds")
@@ -104,7 +106,7 @@ class StressInput(_Input):
         return value
 
 
-class ExpectationsInput(_Input):
+class ExpectationsInput(InputModel):
     healthy_within_seconds: int = Field(
         default_factory=lambda: run_defaults().healthy_within_seconds, ge=1, le=86_400
     )
@@ -118,11 +120,11 @@ class ExpectationsInput(_Input):
     )
 
 
-class TimingInput(_Input):
+class TimingInput(InputModel):
     poll_seconds: int = Field(default_factory=lambda: run_defaults().poll_seconds, ge=1, le=3600)
 
 
-class RunInput(_Input):
+class RunInput(InputModel):
     """What a person passes to ``start-execution``; every field is optional."""
 
     lab: LabInput = Field(default_factory=LabInput)
@@ -131,7 +133,7 @@ class RunInput(_Input):
     timing: TimingInput = Field(default_factory=TimingInput)
 
 
-class PrepareEvent(_Input):
+class PrepareEvent(InputModel):
     """What the state machine hands Prepare: the execution's name and its raw input."""
 
     execution_name: str = Field(min_length=1, max_length=80)
@@ -141,11 +143,13 @@ class PrepareEvent(_Input):
 # ---- what Prepare hands the later states -------------------------------------------
 
 
-class _Output(BaseModel):
+class OutputModel(BaseModel):
+    """Base of what a step returns for later states to read."""
+
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
-class LabConfig(_Output):
+class LabConfig(OutputModel):
     name: str
     instance_type: str
     min_size: int
@@ -159,7 +163,7 @@ class LabConfig(_Output):
     launch_template: LaunchTemplateRef | None = None
 
 
-class ResourceNames(_Output):
+class ResourceNames(OutputModel):
     """Physical names of the run's resources, derived once in Prepare."""
 
     alb_security_group: str
@@ -170,21 +174,21 @@ class ResourceNames(_Output):
     auto_scaling_group: str
 
 
-class StressConfig(_Output):
+class StressConfig(OutputModel):
     duration_seconds: int
 
 
-class ExpectationsConfig(_Output):
+class ExpectationsConfig(OutputModel):
     healthy_within_seconds: int
     scale_out_within_seconds: int
     new_instance_healthy_within_seconds: int
 
 
-class TimingConfig(_Output):
+class TimingConfig(OutputModel):
     poll_seconds: int
 
 
-class RunConfig(_Output):
+class RunConfig(OutputModel):
     """The normalised run: every later state reads this, never the raw input."""
 
     run_id: str
@@ -197,13 +201,13 @@ class RunConfig(_Output):
     started_at: str
 
 
-class RunRef(_Output):
+class RunRef(OutputModel):
     """The least a step needs to find a run: its id (teardown, janitor)."""
 
     run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
 
 
-class ProvisionResult(_Output):
+class ProvisionResult(OutputModel):
     alb_security_group_id: str
     instance_security_group_id: str
     launch_template_id: str
@@ -217,7 +221,7 @@ class ProvisionResult(_Output):
     scaling_policy_arn: str
 
 
-class TeardownResult(_Output):
+class TeardownResult(OutputModel):
     done: bool
     removed: list[str]
     remaining: list[str]

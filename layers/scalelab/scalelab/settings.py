@@ -27,7 +27,9 @@ class ConfigurationError(RuntimeError):
     """The function's environment is missing or has a malformed variable."""
 
 
-class _EnvModel(BaseModel):
+class EnvModel(BaseModel):
+    """Base of a function's settings: fields aliased to environment variable names."""
+
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     @classmethod
@@ -44,14 +46,14 @@ class _EnvModel(BaseModel):
             ) from None
 
 
-class TableSettings(_EnvModel):
+class TableSettings(EnvModel):
     """Where runs, ledgers and locks are stored (every function)."""
 
     table_name: str = Field(alias="TABLE_NAME", min_length=3)
     run_record_ttl_days: int = Field(alias="RUN_RECORD_TTL_DAYS", ge=1)
 
 
-class RunDefaults(_EnvModel):
+class RunDefaults(EnvModel):
     """Defaults and limits for run input (Prepare); each comes from a template Parameter."""
 
     lab_name: str = Field(alias="DEFAULT_LAB_NAME")
@@ -74,7 +76,7 @@ class RunDefaults(_EnvModel):
     lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
 
 
-class ProvisionSettings(_EnvModel):
+class ProvisionSettings(EnvModel):
     """Account-level choices for the lab's resources (Provision)."""
 
     alb_ingress_cidr: str = Field(alias="ALB_INGRESS_CIDR")
