@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import socket
 import sys
 import uuid
@@ -15,13 +16,22 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from scalelab import aws
-from scalelab.ledger import RunTable
-from scalelab.settings import TableSettings, run_defaults
-from tests.support.template import function_code, function_environment, resource
+from tests.support.template import function_code, function_environment, resource, template
+
+# Powertools reads its service name and metrics namespace when the Logger and
+# Metrics singletons are created, at the first import of scalelab.observability,
+# so they are set for the whole session, from the template's Globals, first.
+for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
+    os.environ[_name] = template()["Globals"]["Function"]["Environment"]["Variables"][_name]
+
+from scalelab import aws  # noqa: E402
+from scalelab.ledger import RunTable  # noqa: E402
+from scalelab.observability import metrics  # noqa: E402
+from scalelab.settings import TableSettings, run_defaults  # noqa: E402
 
 REGION = "us-east-1"
 TABLE_NAME = "scalelab-test-runs"
+REPORTS_BUCKET = "scalelab-test-reports"
 INSTANCE_PROFILE_NAME = "scalelab-test-instances"
 
 _real_connect = socket.socket.connect
@@ -51,12 +61,13 @@ def _sealed_aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
-    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "scalelab")
     aws.reset_clients()
     run_defaults.cache_clear()
+    metrics.clear_metrics()
     yield
     aws.reset_clients()
     run_defaults.cache_clear()
+    metrics.clear_metrics()
 
 
 @pytest.fixture
@@ -70,6 +81,7 @@ def physical_ids() -> dict[str, str]:
     """What CloudFormation would give the functions for the template's own resources."""
     return {
         "RunTable": TABLE_NAME,
+        "ReportsBucket": REPORTS_BUCKET,
         "ScalelabLayer": f"arn:aws:lambda:{REGION}:123456789012:layer:scalelab:1",
         "InstanceProfile.Arn": f"arn:aws:iam::123456789012:instance-profile/{INSTANCE_PROFILE_NAME}",
     }

@@ -18,7 +18,7 @@ import boto3
 import pytest
 
 from scalelab.naming import resource_names
-from tests.conftest import FakeLambdaContext
+from tests.conftest import REPORTS_BUCKET, FakeLambdaContext
 from tests.support.account import tagged_resources
 from tests.support.template import ROOT, function_code, function_ids, resource
 
@@ -111,11 +111,26 @@ def test_the_sample_events_run_a_lab_and_remove_it(
         "instances",
     }
 
+    check = load_handler("CheckTargetsFunction")
+    check_event = {**event_for("CheckTargetsFunction"), "target_group_arn": result["target_group_arn"]}
+    snapshot = invoke(check, "CheckTargetsFunction", check_event, lambda_context)
+    assert snapshot["expectation_met"] is True
+    assert snapshot["counts"] == {"healthy": 2}
+
+    boto3.client("s3").create_bucket(Bucket=REPORTS_BUCKET)
+    judge = load_handler("JudgeRunFunction")
+    verdict = invoke(judge, "JudgeRunFunction", event_for("JudgeRunFunction"), lambda_context)
+    assert verdict["passed"] is True
+    report = boto3.client("s3").get_object(Bucket=REPORTS_BUCKET, Key=verdict["report"]["key"])
+    assert json.loads(report["Body"].read())["verdict"]["reason"] == verdict["reason"]
+
     outcome = invoke(teardown, "TeardownLabFunction", event_for("TeardownLabFunction"), lambda_context)
     assert outcome == {"done": True, "removed": outcome["removed"], "remaining": [], "refused": []}
     assert len(outcome["removed"]) == 7
     assert tagged_resources(SAMPLE_RUN) == {}
     assert run_table.lock_holder("default") is None
+    record = run_table.load_run(SAMPLE_RUN)
+    assert record.status == "torn_down"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,31 @@ def policy_statements(logical_id: str) -> list[dict[str, Any]]:
     return statements
 
 
+def substituted_definition() -> str:
+    """The ASL as Step Functions receives it, with made-up ARNs for the substitutions."""
+    text = (ROOT / resource("LabStateMachine")["Properties"]["DefinitionUri"]).read_text()
+    _definition, substitutions = state_machine_definition()
+    for name in substitutions:
+        value = "aws" if name == "Partition" else f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
+        text = text.replace(f"${{{name}}}", value)
+    return text
+
+
+def test_the_asl_parses_with_the_step_functions_grammar() -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
+
+    program, _tree = AmazonStateLanguageParser.parse(substituted_definition())
+
+    assert type(program).__name__ == "Program"
+
+
+def test_the_grammar_check_rejects_a_misspelt_field() -> None:
+    from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser, ASLParserException
+
+    with pytest.raises(ASLParserException):
+        AmazonStateLanguageParser.parse(substituted_definition().replace('"SecondsPath"', '"SecondPath"', 1))
+
+
 def test_every_substitution_in_the_asl_is_defined_and_used() -> None:
     definition, substitutions = state_machine_definition()
     used = set(re.findall(r"\$\{(\w+)\}", json.dumps(definition)))
@@ -41,9 +66,9 @@ def test_every_substitution_in_the_asl_is_defined_and_used() -> None:
 def test_every_function_the_asl_names_exists_in_the_template() -> None:
     _definition, substitutions = state_machine_definition()
 
-    for value in substitutions.values():
-        logical_id = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
-        assert logical_id in function_ids()
+    for name, value in substitutions.items():
+        if name.endswith("FunctionArn"):
+            assert value["Fn::GetAtt"][0] in function_ids(), name
 
 
 def test_every_task_retries_transient_lambda_errors() -> None:
@@ -52,18 +77,57 @@ def test_every_task_retries_transient_lambda_errors() -> None:
     for name, state in definition["States"].items():
         if state["Type"] == "Task":
             errors = {error for retry in state["Retry"] for error in retry["ErrorEquals"]}
-            assert {"Lambda.ServiceException", "Lambda.TooManyRequestsException"} <= errors, name
+            if "sns:publish" in state["Resource"]:
+                assert "SNS.ThrottledException" in errors, name
+            else:
+                assert {
+                    "Lambda.ServiceException",
+                    "Lambda.TooManyRequestsException",
+                    "AwsTransientError",
+                } <= errors, name
 
 
-def test_every_state_after_prepare_reaches_teardown_on_error() -> None:
+def _successors(state: dict[str, Any]) -> set[str]:
+    nexts = {state["Next"]} if "Next" in state else set()
+    nexts |= {choice["Next"] for choice in state.get("Choices", [])}
+    nexts |= {state["Default"]} if "Default" in state else set()
+    return nexts | {catch["Next"] for catch in state.get("Catch", [])}
+
+
+def _reaches(states: dict[str, Any], start: str, goal: str) -> bool:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name == goal:
+            return True
+        if name not in seen:
+            seen.add(name)
+            todo.extend(_successors(states[name]))
+    return False
+
+
+def test_every_state_after_prepare_catches_every_error_into_a_path_to_teardown() -> None:
+    definition, _ = state_machine_definition()
+    states = definition["States"]
+
+    for name, state in states.items():
+        if state["Type"] != "Task" or name in {"Prepare", "Teardown"}:
+            continue
+        catch_all = [catch for catch in state.get("Catch", []) if catch["ErrorEquals"] == ["States.ALL"]]
+        assert catch_all, f"{name} has no Catch for States.ALL"
+        if name != "Notify":
+            assert _reaches(states, catch_all[0]["Next"], "Teardown"), name
+
+
+def test_every_wait_and_deadline_comes_from_the_run_config() -> None:
     definition, _ = state_machine_definition()
 
     for name, state in definition["States"].items():
-        if state["Type"] == "Task" and name not in {"Prepare", "Teardown"}:
-            catches = {
-                catch["Next"] for catch in state.get("Catch", []) if "States.ALL" in catch["ErrorEquals"]
-            }
-            assert catches == {"Teardown"}, name
+        if state["Type"] == "Wait":
+            assert state["SecondsPath"].startswith("$.config.timing."), name
+            assert "Seconds" not in state, name
+        if state["Type"] == "Task" and ".waitForTaskToken" in state["Resource"]:
+            assert state["TimeoutSecondsPath"].startswith("$.config.expectations."), name
 
 
 @pytest.mark.parametrize("logical_id", function_ids())

@@ -1,4 +1,4 @@
-"""The one place that builds boto3 clients.
+"""The one place that builds boto3 clients, and that names AWS's transient failures.
 
 Region and endpoint come from the environment the way boto3 reads them
 (``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``), so the same
@@ -8,14 +8,55 @@ standard mode: backoff with jitter on throttling and transient errors.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+
+from scalelab.errors import ScalelabError
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+
+# The codes botocore's standard retry mode treats as throttling or transient
+# (botocore/retries/standard.py), plus the service-internal errors some APIs name.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "Unavailable",
+    }
+)
+
+
+class AwsTransientError(ScalelabError):
+    """AWS still answered with throttling or a server error after the client's own retries.
+
+    The state machine's Retry matches this name, so such a step is retried
+    with backoff instead of failing the run.
+    """
 
 
 @cache
@@ -30,3 +71,28 @@ def reset_clients() -> None:
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_transient(exc: ClientError) -> bool:
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return error_code(exc) in TRANSIENT_ERROR_CODES or status >= 500
+
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+def name_transient_errors(handler: HandlerT) -> HandlerT:
+    """Let a handler's transient AWS failures reach Step Functions as ``AwsTransientError``."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except ClientError as exc:
+            if is_transient(exc):
+                raise AwsTransientError(f"AWS is failing for now: {exc}") from exc
+            raise
+        except BotocoreConnectionError as exc:
+            raise AwsTransientError(f"AWS could not be reached: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -132,6 +132,25 @@ class RunTable:
             ExpressionAttributeValues={":status": {"S": status}, ":now": {"N": str(int(now))}},
         )
 
+    def record_verdict(self, run_id: str, passed: bool, reason: str, report_uri: str, now: float) -> None:
+        self._ddb.update_item(
+            TableName=self._name,
+            Key=_run_key(run_id),
+            UpdateExpression=(
+                "SET #status = :status, verdict_passed = :passed, reason = :reason, "
+                "report_uri = :report, judged_at = :now, updated_at = :now"
+            ),
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":status": {"S": "passed" if passed else "failed"},
+                ":passed": {"BOOL": passed},
+                ":reason": {"S": reason[:4000]},
+                ":report": {"S": report_uri},
+                ":now": {"N": str(int(now))},
+            },
+        )
+
     # ---- the resource ledger ---------------------------------------------------
 
     def record_resource(self, run_id: str, kind: str, physical_id: str) -> None:

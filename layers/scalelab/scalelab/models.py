@@ -8,15 +8,21 @@ which template.yaml fills from its Parameters.
 from __future__ import annotations
 
 import re
-from typing import Any, Self, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Self, TypeVar
 
 from aws_lambda_powertools.utilities.parser import BaseModel, ValidationError, parse
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
 
+from scalelab.clock import as_utc
 from scalelab.errors import InvalidInput
 from scalelab.settings import run_defaults
 
+# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
+Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(as_utc)]
+
 LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
+RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
 
 
@@ -204,7 +210,7 @@ class RunConfig(OutputModel):
 class RunRef(OutputModel):
     """The least a step needs to find a run: its id (teardown, janitor)."""
 
-    run_id: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,63}$")
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
 
 
 class ProvisionResult(OutputModel):
@@ -219,6 +225,7 @@ class ProvisionResult(OutputModel):
     listener_arn: str
     auto_scaling_group_name: str
     scaling_policy_arn: str
+    provisioned_at: str
 
 
 class TeardownResult(OutputModel):

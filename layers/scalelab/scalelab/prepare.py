@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
 from scalelab.aws import client, error_code
+from scalelab.clock import utc_iso
 from scalelab.errors import InvalidInput, NoSubnets, ScalelabError
 from scalelab.ledger import RunTable
 from scalelab.models import (
@@ -64,7 +64,7 @@ def build_run_config(
         timing=TimingConfig(**run_input.timing.model_dump()),
         names=resource_names(run_id),
         tags=run_tags(run_id, lab.name),
-        started_at=datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+        started_at=utc_iso(now),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from scalelab.aws import client, error_code
+from scalelab.clock import utc_iso
 from scalelab.errors import ForeignResource
 from scalelab.ledger import RunTable
 from scalelab.models import ProvisionResult, RunConfig
@@ -81,6 +82,7 @@ class Provisioner:
             listener_arn=listener_arn,
             auto_scaling_group_name=group_name,
             scaling_policy_arn=policy_arn,
+            provisioned_at=utc_iso(),
         )
 
     # ---- helpers ---------------------------------------------------------------

@@ -1,0 +1,339 @@
+"""Probe: does the load balancer really spread requests across the healthy instances?
+
+A bounded number of plain HTTP GETs go, one after the other, to the app's
+health path through the load balancer's DNS name. The built-in app answers
+with the identity of the instance that served the request, so the probe can
+count distinct instances. Each request is sent once (a failure is never
+retried away) and is bounded by a hard deadline; the whole probe therefore
+takes at most ``requests x timeout`` plus name resolution.
+
+Probing is an observation: a failed probe is a result with ``passed=False``
+and a reason a person can read, never an exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import re
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Self
+from urllib.parse import SplitResult, urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from scalelab.clock import utc_iso
+from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel
+from scalelab.observability import logger
+from scalelab.settings import EnvModel
+
+# Same rule as RunRef.run_id (a test keeps the two equal).
+
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+
+# The function's Lambda timeout is 120 s. The requests may use 100 s of it;
+# the rest is for the cold start, name resolution (which no socket timeout
+# bounds) and returning the result.
+LAMBDA_TIMEOUT_SECONDS = 120
+PROBE_BUDGET_SECONDS = 100.0
+# The app's answer is a few hundred bytes; more than this is not read.
+MAX_BODY_BYTES = 64 * 1024
+# A new connection per request (as separate clients would), nothing cached.
+REQUEST_HEADERS = {
+    "User-Agent": "scalelab-probe/1",
+    "Accept": "application/json",
+    "Cache-Control": "no-cache",
+    "Connection": "close",
+}
+
+
+class ProbeEvent(InputModel):
+    """What the state machine hands the probe: where to send requests, and how many targets are healthy."""
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    url: str = Field(min_length=8, max_length=2048)
+    healthy_count: int = Field(ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        if not re.fullmatch(r"[\x21-\x7e]+", value):
+            raise ValueError("must be printable ASCII without spaces")
+        try:
+            parts = urlsplit(value)
+            _ = parts.port  # raises ValueError on a bad port
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL ({exc})") from None
+        if parts.scheme != "http":
+            raise ValueError(
+                "must start with http:// (the lab's load balancer listens on plain HTTP, port 80)"
+            )
+        if not parts.hostname:
+            raise ValueError("names no host")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials")
+        if parts.fragment:
+            raise ValueError("must not have a #fragment")
+        if parts.path and not parts.path.startswith("/"):
+            raise ValueError("path must start with /")
+        return value
+
+
+class ProbeSettings(EnvModel):
+    """How hard the probe looks; each value comes from a template Parameter."""
+
+    requests: int = Field(alias="PROBE_REQUESTS", ge=1, le=200)
+    success_ratio: float = Field(alias="PROBE_SUCCESS_RATIO", gt=0, le=1)
+    timeout_seconds: float = Field(alias="PROBE_TIMEOUT_SECONDS", gt=0)
+
+    @model_validator(mode="after")
+    def _fits_the_lambda_timeout(self) -> Self:
+        worst_case = self.requests * self.timeout_seconds
+        if worst_case > PROBE_BUDGET_SECONDS:
+            raise ValueError(
+                f"PROBE_REQUESTS x PROBE_TIMEOUT_SECONDS = {self.requests} x {self.timeout_seconds:g} s "
+                f"= {worst_case:g} s, above the {PROBE_BUDGET_SECONDS:g} s the probe may take within "
+                f"its function's {LAMBDA_TIMEOUT_SECONDS} s timeout; lower one of them"
+            )
+        return self
+
+
+class Latency(OutputModel):
+    """Nearest-rank percentiles, in milliseconds, of the requests that got an HTTP answer."""
+
+    p50: float
+    p95: float
+
+
+class ProbeResult(OutputModel):
+    passed: bool
+    reason: str
+    requests: int
+    # HTTP status codes as strings, plus "timeout" and "connection_error"
+    # (those two always present, so a state can read them without a missing path).
+    status_counts: dict[str, int]
+    instances: list[str]
+    latency_ms: Latency
+    probed_at: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one request saw: an HTTP status, or ``timeout`` / ``connection_error``."""
+
+    outcome: str
+    latency_ms: float | None = None
+    instance_id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome.isdigit() and 200 <= int(self.outcome) < 300
+
+
+def _instance_id(body: bytes) -> str | None:
+    """The ``instance_id`` the app put in its JSON answer, if there is one."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(document, dict):
+        return None
+    instance_id = document.get("instance_id")
+    return instance_id if isinstance(instance_id, str) and instance_id else None
+
+
+class DeadlineConnection(http.client.HTTPConnection):
+    """An HTTP connection that ends at a deadline, whatever the server does.
+
+    ``HTTPConnection`` gives each address a name resolves to (a load balancer
+    has one per zone) the full timeout; here they share it. And since a socket
+    timeout bounds each blocking call only, a server sending a byte now and
+    then could stretch a request indefinitely: ``cut`` shuts the socket down,
+    which ends any read in progress, even after ``HTTPConnection`` has handed
+    the socket over to the response (it does when the server closes after it).
+    """
+
+    def __init__(self, host: str, port: int, deadline: float) -> None:
+        super().__init__(host, port, timeout=max(deadline - time.monotonic(), 0.001))
+        self.deadline = deadline
+        self.opened: socket.socket | None = None
+
+    def connect(self) -> None:
+        last_error: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        ):
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(remaining)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = self.opened = sock
+            return
+        if last_error is None or self.deadline - time.monotonic() <= 0:
+            raise TimeoutError(f"could not connect to {self.host}:{self.port} in time")
+        raise last_error
+
+    def cut(self) -> None:
+        if self.opened is not None:
+            # Already closed means the request is over anyway.
+            with contextlib.suppress(OSError):
+                self.opened.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        super().close()
+        if self.opened is not None:
+            self.opened.close()
+
+
+def get_once(url: SplitResult, timeout: float) -> Answer:
+    """One GET, never retried, bounded by ``timeout`` from name resolution's end to the body's last byte."""
+    target = url.path or "/"
+    if url.query:
+        target = f"{target}?{url.query}"
+    started = time.monotonic()
+    connection = DeadlineConnection(url.hostname or "", url.port or 80, started + timeout)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        connection.cut()
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        connection.request("GET", target, headers=REQUEST_HEADERS)
+        response = connection.getresponse()
+        body = response.read(MAX_BODY_BYTES)
+        latency_ms = (time.monotonic() - started) * 1000
+        watchdog.cancel()
+        if expired.is_set():
+            return Answer(TIMEOUT)  # the read was cut short at the deadline
+        ok = 200 <= response.status < 300
+        return Answer(str(response.status), latency_ms, _instance_id(body) if ok else None)
+    except TimeoutError:
+        return Answer(TIMEOUT)
+    except (OSError, http.client.HTTPException):
+        return Answer(TIMEOUT if expired.is_set() else CONNECTION_ERROR)
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def nearest_rank(values: list[float], percent: float) -> float:
+    """The nearest-rank percentile: the smallest observed value with ``percent`` % of values at or below it.
+
+    Chosen over ``statistics.quantiles`` because it is defined for a single
+    value and always returns a latency that was actually observed.
+    """
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(percent / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def _percent(ratio: float) -> str:
+    return f"{ratio * 100:.4g}%"
+
+
+def _instances_phrase(instances: list[str]) -> str:
+    noun = "instance" if len(instances) == 1 else "instances"
+    return f"{len(instances)} {noun} ({', '.join(instances)})"
+
+
+def judge(
+    answers: list[Answer], instances: list[str], healthy_count: int, settings: ProbeSettings
+) -> tuple[bool, str]:
+    """Passed or not, and why, in sentences a person reads in the verdict.
+
+    Pass needs a share of 2xx answers of at least ``success_ratio`` and
+    answers from at least two distinct instances when two or more targets are
+    healthy, from at least one otherwise (also when ``healthy_count`` is 0:
+    a probe that never saw the app identify itself proves nothing).
+    """
+    ok = sum(answer.ok for answer in answers)
+    ratio = ok / len(answers)
+    ratio_met = ratio >= settings.success_ratio
+    needed = 2 if healthy_count >= 2 else 1
+    instances_met = len(instances) >= needed
+
+    share = (
+        f"{ok}/{len(answers)} answers were 2xx "
+        f"({_percent(ratio)} {'>=' if ratio_met else '<'} {_percent(settings.success_ratio)})"
+    )
+    failures = Counter(answer.outcome for answer in answers if not answer.ok)
+    others = ", ".join(f"{count} x {outcome}" for outcome, count in sorted(failures.items()))
+    if ratio_met and instances_met:
+        reason = f"{share} from {_instances_phrase(instances)}"
+        return True, f"{reason}; the others: {others}" if others else reason
+
+    problems = []
+    if not ratio_met:
+        problems.append(f"too few 2xx answers: {share}" + (f"; the others: {others}" if others else ""))
+    if not instances_met:
+        targets = f"{healthy_count} healthy target{'' if healthy_count == 1 else 's'}"
+        if not instances:
+            problems.append(
+                "no 2xx answer named the instance that served it (JSON with an instance_id), "
+                f"so the probe cannot tell instances apart ({targets})"
+            )
+        else:
+            # With every answer fine, one instance answering can only mean no spread.
+            cause = "the load balancer did not spread the requests: " if ratio_met else ""
+            problems.append(
+                f"{cause}only {_instances_phrase(instances)} answered 2xx, "
+                f"while {targets} need at least {needed}"
+            )
+    if ratio_met:
+        problems.append(share)
+    if instances_met:
+        problems.append(f"2xx answers came from {_instances_phrase(instances)}")
+    return False, "; ".join(problems)
+
+
+def probe_app(event: ProbeEvent, settings: ProbeSettings) -> ProbeResult:
+    """Send ``settings.requests`` GETs to ``event.url`` and judge the spread.
+
+    Never raises for what the load balancer does or does not answer.
+    """
+    logger.append_keys(run_id=event.run_id)
+    probed_at = utc_iso()
+    url = urlsplit(event.url)
+    answers = [get_once(url, settings.timeout_seconds) for _ in range(settings.requests)]
+
+    counts = Counter(answer.outcome for answer in answers)
+    status_counts = {TIMEOUT: 0, CONNECTION_ERROR: 0, **dict(sorted(counts.items()))}
+    instances = sorted({answer.instance_id for answer in answers if answer.instance_id})
+    latencies = [answer.latency_ms for answer in answers if answer.latency_ms is not None]
+    passed, reason = judge(answers, instances, event.healthy_count, settings)
+    result = ProbeResult(
+        passed=passed,
+        reason=reason,
+        requests=len(answers),
+        status_counts=status_counts,
+        instances=instances,
+        latency_ms=Latency(
+            p50=round(nearest_rank(latencies, 50), 2),
+            p95=round(nearest_rank(latencies, 95), 2),
+        ),
+        probed_at=probed_at,
+    )
+    log = logger.info if passed else logger.warning
+    log("probe", extra={"url": event.url, **result.model_dump(mode="json")})
+    return result

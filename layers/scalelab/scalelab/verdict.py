@@ -1,0 +1,295 @@
+"""Judge: the run's verdict from its expectations, with a reason a person can act on.
+
+Judge reads whatever the workflow reached: a run that failed at any state
+still gets a verdict that says where and why. The report goes to S3, the
+verdict to the run record, and the timings to CloudWatch through Powertools
+Metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aws_lambda_powertools.metrics import MetricUnit
+from pydantic import ConfigDict, Field
+
+from scalelab.aws import client
+from scalelab.clock import seconds_between, utc_iso
+from scalelab.ledger import RunTable
+from scalelab.models import OutputModel, ProvisionResult, RunConfig
+from scalelab.observability import logger, metrics
+from scalelab.settings import EnvModel
+from scalelab.targets import TargetSnapshot
+
+
+class ReportSettings(EnvModel):
+    reports_bucket: str = Field(alias="REPORTS_BUCKET", min_length=3)
+
+
+# ---- what Judge reads of the workflow's state (each part may be missing) ----------------
+
+
+class StepError(OutputModel):
+    """What a Catch put in ``$.error``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    error: str = Field(alias="Error")
+    cause: str = Field(default="", alias="Cause")
+
+
+class ProbeSummary(OutputModel):
+    passed: bool
+    reason: str
+
+
+class StressSummary(OutputModel):
+    command_id: str
+    started_at: str
+
+
+class ScaleOutSummary(OutputModel):
+    instance_id: str
+    launched_at: str
+
+
+class JudgeEvent(OutputModel):
+    """The workflow's state as Judge receives it: only ``config`` is sure to be there."""
+
+    config: RunConfig
+    provision: ProvisionResult | None = None
+    healthy: TargetSnapshot | None = None
+    probe: ProbeSummary | None = None
+    stress: StressSummary | None = None
+    scale_out: ScaleOutSummary | None = None
+    new_healthy: TargetSnapshot | None = None
+    error: StepError | None = None
+
+
+# ---- the verdict ------------------------------------------------------------------------
+
+
+class Check(OutputModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class Phase(OutputModel):
+    name: str
+    started_at: str
+    ended_at: str
+    seconds: int
+
+
+class ReportLocation(OutputModel):
+    bucket: str
+    key: str
+
+
+class Verdict(OutputModel):
+    run_id: str
+    passed: bool
+    reason: str
+    checks: list[Check]
+    timeline: list[Phase]
+    report: ReportLocation
+    judged_at: str
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """The group as Judge finds it, to explain a missing scale-out."""
+
+    in_service: int
+    desired: int
+    max_size: int
+    alarm_state: str
+
+
+GroupLookup = Callable[[str], "GroupState | None"]
+
+
+def group_state(group_name: str) -> GroupState | None:
+    autoscaling = client("autoscaling")
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[group_name])["AutoScalingGroups"]
+    if not groups:
+        return None
+    alarm_names = [
+        alarm["AlarmName"]
+        for policy in autoscaling.describe_policies(AutoScalingGroupName=group_name)["ScalingPolicies"]
+        for alarm in policy.get("Alarms", [])
+        if "AlarmHigh" in alarm["AlarmName"]
+    ]
+    alarms = (
+        client("cloudwatch").describe_alarms(AlarmNames=alarm_names)["MetricAlarms"] if alarm_names else []
+    )
+    return GroupState(
+        in_service=sum(1 for member in groups[0]["Instances"] if member["LifecycleState"] == "InService"),
+        desired=groups[0]["DesiredCapacity"],
+        max_size=groups[0]["MaxSize"],
+        alarm_state=alarms[0]["StateValue"] if alarms else "unknown (no CPU alarm found)",
+    )
+
+
+def _with_error(run: JudgeEvent, detail: str) -> str:
+    if run.error is None:
+        return detail
+    return (
+        f"{detail} ({run.error.error}: {run.error.cause})"
+        if run.error.cause
+        else f"{detail} ({run.error.error})"
+    )
+
+
+def _scale_out_missing(run: JudgeEvent, describe_group: GroupLookup) -> str:
+    within = run.config.expectations.scale_out_within_seconds
+    if run.error is not None and run.error.error == "ScaleOutFailed":
+        return f"scale-out failed: {run.error.cause}"
+    state = describe_group(run.config.names.auto_scaling_group)
+    if state is None:
+        return _with_error(run, f"no scale-out within {within} s")
+    return (
+        f"no scale-out within {within} s: group stayed at {state.in_service}/{state.max_size} instances "
+        f"(desired {state.desired}); last CPU alarm state: {state.alarm_state}"
+    )
+
+
+def _healthy(run: JudgeEvent, provision: ProvisionResult, _: GroupLookup) -> Check:
+    if run.healthy is None or not run.healthy.expectation_met:
+        within = run.config.expectations.healthy_within_seconds
+        return Check(
+            name="healthy", passed=False, detail=_with_error(run, f"targets not healthy within {within} s")
+        )
+    took = seconds_between(provision.provisioned_at, run.healthy.checked_at)
+    return Check(name="healthy", passed=True, detail=f"{run.healthy.expectation} {took} s after provisioning")
+
+
+def _probe(run: JudgeEvent, _provision: ProvisionResult, _: GroupLookup) -> Check:
+    if run.probe is None:
+        return Check(name="probe", passed=False, detail=_with_error(run, "the app was not probed"))
+    return Check(name="probe", passed=run.probe.passed, detail=run.probe.reason)
+
+
+def _scale_out(run: JudgeEvent, _provision: ProvisionResult, describe_group: GroupLookup) -> Check:
+    if run.stress is None:
+        return Check(name="scale_out", passed=False, detail=_with_error(run, "the stress test did not start"))
+    if run.scale_out is None:
+        return Check(name="scale_out", passed=False, detail=_scale_out_missing(run, describe_group))
+    within = run.config.expectations.scale_out_within_seconds
+    took = seconds_between(run.stress.started_at, run.scale_out.launched_at)
+    late = "" if took <= within else f", later than the {within} s expected"
+    detail = f"{run.scale_out.instance_id} launched {took} s after stress started{late}"
+    return Check(name="scale_out", passed=took <= within, detail=detail)
+
+
+def _new_instance_healthy(run: JudgeEvent, _provision: ProvisionResult, _: GroupLookup) -> Check:
+    if run.scale_out is None:  # not reached: _scale_out failed first
+        return Check(name="new_instance_healthy", passed=False, detail="no new instance")
+    if run.new_healthy is None or not run.new_healthy.expectation_met:
+        within = run.config.expectations.new_instance_healthy_within_seconds
+        detail = f"new instance {run.scale_out.instance_id} not healthy within {within} s"
+        return Check(name="new_instance_healthy", passed=False, detail=_with_error(run, detail))
+    took = seconds_between(run.scale_out.launched_at, run.new_healthy.checked_at)
+    return Check(
+        name="new_instance_healthy",
+        passed=True,
+        detail=f"{run.new_healthy.expectation} {took} s after launch",
+    )
+
+
+# The expectations in the order the workflow meets them.
+GATES = (_healthy, _probe, _scale_out, _new_instance_healthy)
+
+
+def evaluate(run: JudgeEvent, describe_group: GroupLookup = group_state) -> list[Check]:
+    """Each expectation in order, as far as the run got; a failed check ends the list."""
+    if run.provision is None:
+        return [
+            Check(name="provisioned", passed=False, detail=_with_error(run, "the lab was not provisioned"))
+        ]
+    checks: list[Check] = []
+    for gate in GATES:
+        checks.append(gate(run, run.provision, describe_group))
+        if not checks[-1].passed:
+            break
+    return checks
+
+
+def timeline(run: JudgeEvent) -> list[Phase]:
+    """The phases the run completed, each with its start, end and length."""
+    healthy_at = run.healthy.checked_at if run.healthy and run.healthy.expectation_met else None
+    new_healthy_at = (
+        run.new_healthy.checked_at if run.new_healthy and run.new_healthy.expectation_met else None
+    )
+    provisioned_at = run.provision.provisioned_at if run.provision else None
+    stress_at = run.stress.started_at if run.stress else None
+    launched_at = run.scale_out.launched_at if run.scale_out else None
+    marks = [
+        ("provision", run.config.started_at, provisioned_at),
+        ("wait_healthy", provisioned_at, healthy_at),
+        ("stress_to_scale_out", stress_at, launched_at),
+        ("new_instance_healthy", launched_at, new_healthy_at),
+    ]
+    return [
+        Phase(name=name, started_at=start, ended_at=end, seconds=seconds_between(start, end))
+        for name, start, end in marks
+        if start is not None and end is not None
+    ]
+
+
+METRIC_OF_PHASE = {
+    "wait_healthy": "TimeToHealthySeconds",
+    "stress_to_scale_out": "StressToScaleOutSeconds",
+    "new_instance_healthy": "NewInstanceToHealthySeconds",
+}
+
+
+def judge_run(
+    run: JudgeEvent,
+    table: RunTable,
+    settings: ReportSettings,
+    now: float | None = None,
+    describe_group: GroupLookup = group_state,
+) -> Verdict:
+    now = time.time() if now is None else now
+    config = run.config
+    logger.append_keys(run_id=config.run_id)
+    checks = evaluate(run, describe_group)
+    passed = all(check.passed for check in checks)
+    if passed:
+        reason = "passed: " + "; ".join(check.detail for check in checks)
+    else:
+        failed = next(check for check in checks if not check.passed)
+        reason = f"failed at {failed.name}: {failed.detail}"
+    verdict = Verdict(
+        run_id=config.run_id,
+        passed=passed,
+        reason=reason,
+        checks=checks,
+        timeline=timeline(run),
+        report=ReportLocation(
+            bucket=settings.reports_bucket, key=f"reports/{config.lab.name}/{config.run_id}.json"
+        ),
+        judged_at=utc_iso(now),
+    )
+    report = {"verdict": verdict.model_dump(mode="json"), "run": run.model_dump(mode="json", by_alias=True)}
+    client("s3").put_object(
+        Bucket=verdict.report.bucket,
+        Key=verdict.report.key,
+        Body=json.dumps(report, indent=2, sort_keys=True).encode(),
+        ContentType="application/json",
+    )
+    table.record_verdict(
+        config.run_id, passed, reason, f"s3://{verdict.report.bucket}/{verdict.report.key}", now
+    )
+    metrics.add_dimension(name="lab", value=config.lab.name)
+    for phase in verdict.timeline:
+        if phase.name in METRIC_OF_PHASE:
+            metrics.add_metric(name=METRIC_OF_PHASE[phase.name], unit=MetricUnit.Seconds, value=phase.seconds)
+    metrics.add_metric(name="VerdictPassed", unit=MetricUnit.Count, value=1 if passed else 0)
+    logger.info("verdict", extra={"passed": passed, "reason": reason})
+    return verdict

@@ -1,0 +1,661 @@
+"""AwaitScaleOut and OnScalingEvent: a token and Auto Scaling's events meet once, in either order.
+
+The waiting task is a real state machine in the emulated account (moto's
+Step Functions interpreter). moto cannot run a Lambda function without
+Docker, so the task is ``sqs:sendMessage.waitForTaskToken`` with the same
+Payload as the real ``lambda:invoke.waitForTaskToken`` task: the test reads
+that Payload from the queue and hands it to ``await_scale_out``, as Lambda
+would. Token completion is then judged on the execution itself: SUCCEEDED
+with the scale-out output, or FAILED with ScaleOutFailed.
+
+The Auto Scaling events are AWS's documented examples (``events/``), given
+this run's group, a fresh event id and launch times around the stress start.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+from boto3.dynamodb.conditions import Key
+from botocore.exceptions import ClientError
+from moto.core.config import default_user_config
+
+from scalelab import aws
+from scalelab.errors import InvalidInput
+from scalelab.ledger import RunTable
+from scalelab.models import parse_event
+from scalelab.scaleout import (
+    AwaitScaleOutEvent,
+    AwaitScaleOutResult,
+    IgnoredScalingEvent,
+    ScaleOutTable,
+    ScalingEventResult,
+    await_scale_out,
+    on_scaling_event,
+)
+from scalelab.settings import TableSettings
+from tests.conftest import TABLE_NAME, FakeLambdaContext
+from tests.support.account import aws_fault
+from tests.support.template import ROOT
+
+RUN = "scale-0001"
+STRESS_STARTED = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+DEADLINE_SECONDS = 5.0
+EVENTS = ROOT / "events"
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def aws_event(
+    name: str, launched: datetime | None = STRESS_STARTED + timedelta(minutes=4), run_id: str = RUN
+) -> dict[str, Any]:
+    """``events/autoscaling-<name>.json`` for ``run_id``'s group: a fresh id, the activity at ``launched``."""
+    event: dict[str, Any] = json.loads((EVENTS / f"autoscaling-{name}.json").read_text())
+    event["id"] = str(uuid.uuid4())
+    event["detail"]["AutoScalingGroupName"] = f"scalelab-{run_id}"
+    if launched is not None:
+        event["detail"]["StartTime"] = iso(launched)
+        event["detail"]["EndTime"] = iso(launched + timedelta(seconds=30))
+        event["time"] = iso(launched + timedelta(seconds=30))
+    return event
+
+
+def deliver(event: Any, table: ScaleOutTable) -> ScalingEventResult | IgnoredScalingEvent:
+    """What OnScalingEvent's handler does with what EventBridge sends it."""
+    return on_scaling_event(parse_event(event, EventBridgeModel, "EventBridge event"), table)
+
+
+def wait(payload: dict[str, Any], table: ScaleOutTable) -> AwaitScaleOutResult:
+    """What AwaitScaleOut's handler does with the task's Payload."""
+    return await_scale_out(parse_event(payload, AwaitScaleOutEvent, "AwaitScaleOut event"), table)
+
+
+@dataclass(frozen=True)
+class Execution:
+    arn: str
+    payload: dict[str, Any]
+
+
+class Workflow:
+    """A one-state machine whose task waits for its token with AwaitScaleOut's Payload."""
+
+    def __init__(self) -> None:
+        self.states = boto3.client("stepfunctions")
+        self.sqs = boto3.client("sqs")
+        self.queue = self.sqs.create_queue(QueueName="scalelab-test-task-tokens")["QueueUrl"]
+        role = boto3.client("iam").create_role(
+            RoleName="scalelab-test-workflow", AssumeRolePolicyDocument="{}"
+        )
+        definition = {
+            "StartAt": "AwaitScaleOut",
+            "States": {
+                "AwaitScaleOut": {
+                    "Type": "Task",
+                    "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
+                    "Parameters": {
+                        "QueueUrl": self.queue,
+                        "MessageBody": {
+                            "run_id.$": "$.run_id",
+                            "auto_scaling_group_name.$": "$.auto_scaling_group_name",
+                            "task_token.$": "$$.Task.Token",
+                            "stress_started_at.$": "$.stress_started_at",
+                        },
+                    },
+                    "TimeoutSecondsPath": "$.scale_out_within_seconds",
+                    "End": True,
+                }
+            },
+        }
+        self.machine = self.states.create_state_machine(
+            name="scalelab-test-await", definition=json.dumps(definition), roleArn=role["Role"]["Arn"]
+        )["stateMachineArn"]
+        self.started: list[str] = []
+
+    def start(self, run_id: str = RUN, within_seconds: int = 60) -> Execution:
+        arn = self.states.start_execution(
+            stateMachineArn=self.machine,
+            name=f"run-{uuid.uuid4().hex[:12]}",
+            input=json.dumps(
+                {
+                    "run_id": run_id,
+                    "auto_scaling_group_name": f"scalelab-{run_id}",
+                    "stress_started_at": STRESS_STARTED.isoformat(),
+                    "scale_out_within_seconds": within_seconds,
+                }
+            ),
+        )["executionArn"]
+        self.started.append(arn)
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            for message in self.sqs.receive_message(QueueUrl=self.queue).get("Messages", []):
+                self.sqs.delete_message(QueueUrl=self.queue, ReceiptHandle=message["ReceiptHandle"])
+                return Execution(arn=arn, payload=json.loads(message["Body"]))
+            time.sleep(0.02)
+        raise AssertionError(f"the task of {arn} never handed out its token")
+
+    def status(self, arn: str) -> str:
+        status: str = self.states.describe_execution(executionArn=arn)["status"]
+        return status
+
+    def finished(self, arn: str) -> dict[str, Any]:
+        deadline = time.monotonic() + DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            described: dict[str, Any] = self.states.describe_execution(executionArn=arn)
+            if described["status"] != "RUNNING":
+                return described
+            time.sleep(0.02)
+        raise AssertionError(f"{arn} still running after {DEADLINE_SECONDS} s")
+
+    def task_endings(self, arn: str) -> list[dict[str, Any]]:
+        """The task's TaskSucceeded/TaskFailed history events: one per completed token."""
+        events = self.states.get_execution_history(executionArn=arn)["events"]
+        return [event for event in events if event["type"] in {"TaskSucceeded", "TaskFailed"}]
+
+    def stop_running(self) -> None:
+        for arn in self.started:
+            if self.status(arn) == "RUNNING":
+                self.states.stop_execution(executionArn=arn)
+
+
+@pytest.fixture
+def workflow(account: None, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workflow]:
+    # What mock_aws(config={"stepfunctions": {"execute_state_machine": True}}) sets, for this test only.
+    monkeypatch.setitem(default_user_config, "stepfunctions", {"execute_state_machine": True})
+    flow = Workflow()
+    yield flow
+    flow.stop_running()
+
+
+@pytest.fixture
+def table(run_table: RunTable) -> ScaleOutTable:
+    return ScaleOutTable(TableSettings.from_env())
+
+
+def run_items(run_id: str = RUN) -> dict[str, dict[str, Any]]:
+    """The run's items in the table, by sort key."""
+    found = (
+        boto3.resource("dynamodb")
+        .Table(TABLE_NAME)
+        .query(KeyConditionExpression=Key("pk").eq(f"RUN#{run_id}"))
+    )
+    return {item["sk"]: item for item in found["Items"]}
+
+
+def table_items() -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = boto3.resource("dynamodb").Table(TABLE_NAME).scan()["Items"]
+    return items
+
+
+def logged(run_id: str = RUN) -> list[str]:
+    return sorted(sk for sk in run_items(run_id) if sk.startswith("EVENT#"))
+
+
+def waiter(run_id: str = RUN) -> dict[str, Any]:
+    return run_items(run_id)["SCALEOUT_WAIT"]
+
+
+def expected_output(event: dict[str, Any]) -> dict[str, str]:
+    return {
+        "instance_id": event["detail"]["EC2InstanceId"],
+        "launched_at": event["detail"]["StartTime"].replace("Z", "+00:00"),
+        "event_id": event["id"],
+        "activity_id": event["detail"]["ActivityId"],
+    }
+
+
+@contextmanager
+def just_before(operation: str, action: Callable[[], Any]) -> Iterator[list[Any]]:
+    """Run ``action`` once, right before scalelab's next DynamoDB ``operation`` request goes out.
+
+    This stages an exact interleaving of the two functions against the real
+    (emulated) table; the code under test runs unchanged.
+    """
+    results: list[Any] = []
+
+    def interleave(**_: Any) -> None:
+        if not results:
+            results.append(None)
+            results[0] = action()
+
+    event = f"before-call.dynamodb.{operation}"
+    aws.client("dynamodb").meta.events.register(event, interleave)
+    try:
+        yield results
+    finally:
+        aws.client("dynamodb").meta.events.unregister(event, interleave)
+
+
+# ---- the two orders ---------------------------------------------------------------------
+
+
+def test_token_first_then_the_launch_completes_the_execution_once(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    assert wait(execution.payload, table) == AwaitScaleOutResult(run_id=RUN, waiting=True)
+    launch = aws_event("launch-successful")
+
+    result = deliver(launch, table)
+
+    assert result == ScalingEventResult(
+        run_id=RUN,
+        event_id=launch["id"],
+        detail_type=launch["detail-type"],
+        duplicate=False,
+        completion="succeeded",
+    )
+    described = workflow.finished(execution.arn)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"]) == expected_output(launch)
+    assert len(workflow.task_endings(execution.arn)) == 1
+    assert waiter()["completed_by"] == launch["id"]
+    assert waiter()["outcome"] == "succeeded"
+    assert "completed_at" in waiter()
+
+
+def test_launch_first_then_the_token_is_completed_when_it_is_stored(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    launch = aws_event("launch-successful")
+    assert deliver(launch, table) == ScalingEventResult(
+        run_id=RUN,
+        event_id=launch["id"],
+        detail_type=launch["detail-type"],
+        duplicate=False,
+        completion="no_waiter",
+    )
+    execution = workflow.start()
+
+    result = wait(execution.payload, table)
+
+    assert result == AwaitScaleOutResult(
+        run_id=RUN, waiting=False, completed_by=launch["id"], outcome="succeeded"
+    )
+    described = workflow.finished(execution.arn)
+    assert described["status"] == "SUCCEEDED"
+    assert json.loads(described["output"]) == expected_output(launch)
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+def test_the_earliest_launch_after_the_stress_started_is_the_one_reported(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    later = aws_event("launch-successful", launched=STRESS_STARTED + timedelta(minutes=9))
+    earlier = aws_event("launch-successful", launched=STRESS_STARTED + timedelta(minutes=3))
+    deliver(later, table)
+    deliver(earlier, table)
+    execution = workflow.start()
+
+    assert wait(execution.payload, table).completed_by == earlier["id"]
+    assert json.loads(workflow.finished(execution.arn)["output"]) == expected_output(earlier)
+
+
+# ---- the two functions at the same moment ----------------------------------------------------
+
+
+def test_a_launch_recorded_while_the_token_is_being_stored_completes_it_once(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    launch = aws_event("launch-successful")
+
+    # The waiter is written and read back; before await looks at the log, the event arrives.
+    with just_before("Query", lambda: deliver(launch, table)) as during:
+        awaited = wait(execution.payload, table)
+
+    (delivered,) = during
+    assert isinstance(delivered, ScalingEventResult)
+    assert delivered.completion == "succeeded"
+    assert awaited == AwaitScaleOutResult(run_id=RUN, waiting=False, completed_by=launch["id"])
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+def test_a_token_stored_while_the_launch_is_being_recorded_completes_it_once(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    launch = aws_event("launch-successful")
+
+    # The event is logged; before it looks for a waiter, the token is stored.
+    with just_before("GetItem", lambda: wait(execution.payload, table)) as during:
+        delivered = deliver(launch, table)
+
+    (awaited,) = during
+    assert awaited == AwaitScaleOutResult(
+        run_id=RUN, waiting=False, completed_by=launch["id"], outcome="succeeded"
+    )
+    assert isinstance(delivered, ScalingEventResult)
+    assert delivered.completion == "already_completed"
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+# ---- duplicates, order and retries ---------------------------------------------------------
+
+
+def test_a_duplicate_event_is_logged_once_and_completes_once(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    launch = aws_event("launch-successful")
+
+    first = deliver(launch, table)
+    second = deliver(launch, table)
+
+    assert isinstance(first, ScalingEventResult)
+    assert isinstance(second, ScalingEventResult)
+    assert (first.duplicate, first.completion) == (False, "succeeded")
+    assert (second.duplicate, second.completion) == (True, "already_completed")
+    assert logged() == [f"EVENT#{launch['id']}"]
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+def test_a_launch_from_before_the_stress_does_not_complete_the_token(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    early = aws_event("launch-successful", launched=STRESS_STARTED - timedelta(minutes=2))
+
+    result = deliver(early, table)
+
+    assert isinstance(result, ScalingEventResult)
+    assert result.completion == "not_qualifying"
+    assert logged() == [f"EVENT#{early['id']}"]
+    assert "completed_by" not in waiter()
+    assert workflow.status(execution.arn) == "RUNNING"
+
+
+def test_a_logged_launch_from_before_the_stress_leaves_the_new_token_waiting(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    deliver(aws_event("launch-successful", launched=STRESS_STARTED - timedelta(seconds=1)), table)
+    execution = workflow.start()
+
+    assert wait(execution.payload, table) == AwaitScaleOutResult(run_id=RUN, waiting=True)
+    assert workflow.status(execution.arn) == "RUNNING"
+
+
+def test_a_retried_await_with_the_same_token_is_harmless(workflow: Workflow, table: ScaleOutTable) -> None:
+    execution = workflow.start()
+    assert wait(execution.payload, table).waiting is True
+    assert wait(execution.payload, table).waiting is True
+    launch = aws_event("launch-successful")
+    deliver(launch, table)
+
+    again = wait(execution.payload, table)
+
+    assert again == AwaitScaleOutResult(
+        run_id=RUN, waiting=False, completed_by=launch["id"], outcome="succeeded"
+    )
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+def test_a_new_token_replaces_one_still_waiting(workflow: Workflow, table: ScaleOutTable) -> None:
+    abandoned = workflow.start()
+    wait(abandoned.payload, table)
+    current = workflow.start()
+    wait(current.payload, table)
+
+    deliver(aws_event("launch-successful"), table)
+
+    assert workflow.finished(current.arn)["status"] == "SUCCEEDED"
+    assert workflow.status(abandoned.arn) == "RUNNING"
+    assert waiter()["task_token"] == current.payload["task_token"]
+
+
+def test_step_functions_out_of_reach_is_raised_and_the_redelivery_completes(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    launch = aws_event("launch-successful")
+
+    with aws_fault("stepfunctions", "SendTaskSuccess", "ServiceUnavailable"), pytest.raises(ClientError):
+        deliver(launch, table)
+    assert waiter()["completed_by"] == launch["id"]
+    assert "completed_at" not in waiter()
+    assert workflow.status(execution.arn) == "RUNNING"
+
+    # EventBridge retries the failed invocation with the same event.
+    retried = deliver(launch, table)
+
+    assert isinstance(retried, ScalingEventResult)
+    assert (retried.duplicate, retried.completion) == (True, "succeeded")
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"
+    assert len(workflow.task_endings(execution.arn)) == 1
+
+
+def test_a_workflow_that_stopped_waiting_is_noted_not_raised(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start(within_seconds=1)
+    wait(execution.payload, table)
+    timed_out = workflow.finished(execution.arn)
+    assert timed_out["status"] == "FAILED"
+    assert timed_out["error"] == "States.Timeout"
+
+    result = deliver(aws_event("launch-successful"), table)
+
+    assert isinstance(result, ScalingEventResult)
+    assert result.completion == "stale"
+    assert waiter()["outcome"] == "stale"
+
+
+# ---- what fails the wait, and what is only logged --------------------------------------------
+
+
+def test_an_unsuccessful_launch_fails_the_execution_with_aws_status_message(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    failure = aws_event("launch-unsuccessful")
+
+    result = deliver(failure, table)
+
+    assert isinstance(result, ScalingEventResult)
+    assert result.completion == "failed"
+    described = workflow.finished(execution.arn)
+    assert described["status"] == "FAILED"
+    assert described["error"] == "ScaleOutFailed"
+    (ending,) = workflow.task_endings(execution.arn)
+    assert ending["taskFailedEventDetails"]["error"] == "ScaleOutFailed"
+    # moto drops SendTaskFailure's cause (describe_execution shows none), so the
+    # cause sent is checked where the waiter records it.
+    assert waiter()["task_cause"] == failure["detail"]["StatusMessage"] == "message-text"
+
+
+def test_an_unsuccessful_launch_logged_first_fails_the_token_when_it_is_stored(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    failure = aws_event("launch-unsuccessful")
+    deliver(failure, table)
+    execution = workflow.start()
+
+    assert wait(execution.payload, table).outcome == "failed"
+    assert workflow.finished(execution.arn)["error"] == "ScaleOutFailed"
+
+
+def test_a_terminate_event_is_only_logged(workflow: Workflow, table: ScaleOutTable) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    terminate = aws_event("terminate-successful")
+
+    result = deliver(terminate, table)
+
+    assert isinstance(result, ScalingEventResult)
+    assert result.completion == "not_qualifying"
+    entry = run_items()[f"EVENT#{terminate['id']}"]
+    assert entry["detail_type"] == "EC2 Instance Terminate Successful"
+    assert entry["instance_id"] == terminate["detail"]["EC2InstanceId"]
+    assert entry["activity_id"] == terminate["detail"]["ActivityId"]
+    assert entry["status_code"] == "InProgress"
+    assert entry["expires_at"] > time.time() + 80 * 86_400
+    assert "completed_by" not in waiter()
+    assert workflow.status(execution.arn) == "RUNNING"
+
+
+def _other_source() -> dict[str, Any]:
+    event = aws_event("launch-successful")
+    event["source"] = "aws.ec2"
+    return event
+
+
+def _other_group() -> dict[str, Any]:
+    event = aws_event("launch-successful")
+    event["detail"]["AutoScalingGroupName"] = "web-prod"
+    return event
+
+
+def _lifecycle_action() -> dict[str, Any]:
+    event = aws_event("launch-successful")
+    event["detail-type"] = "EC2 Instance-launch Lifecycle Action"
+    event["detail"] = {"AutoScalingGroupName": f"scalelab-{RUN}", "LifecycleHookName": "hook"}
+    return event
+
+
+@pytest.mark.parametrize(
+    ("make_event", "reason"),
+    [
+        (_other_source, "source 'aws.ec2' is not 'aws.autoscaling'"),
+        (_other_group, "group 'web-prod' is not a scalelab run's group"),
+        (_lifecycle_action, "is not a launch or a termination"),
+    ],
+)
+def test_events_not_for_scalelab_are_ignored_and_nothing_is_written(
+    workflow: Workflow, table: ScaleOutTable, make_event: Callable[[], dict[str, Any]], reason: str
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    before = table_items()
+
+    result = deliver(make_event(), table)
+
+    assert isinstance(result, IgnoredScalingEvent)
+    assert reason in result.ignored
+    assert table_items() == before
+    assert workflow.status(execution.arn) == "RUNNING"
+
+
+# ---- malformed input ----------------------------------------------------------------------------
+
+
+def _without(path: str) -> dict[str, Any]:
+    event = aws_event("launch-successful")
+    *parents, name = path.split(".")
+    target = event
+    for parent in parents:
+        target = target[parent]
+    del target[name]
+    return event
+
+
+def _with(path: str, value: Any) -> dict[str, Any]:
+    event = aws_event("launch-successful")
+    *parents, name = path.split(".")
+    target = event
+    for parent in parents:
+        target = target[parent]
+    target[name] = value
+    return event
+
+
+@pytest.mark.parametrize(
+    ("make_event", "field"),
+    [
+        (lambda: _without("id"), "id: Field required"),
+        (lambda: _without("detail-type"), "detail-type: Field required"),
+        (lambda: _with("time", "yesterday"), "time: Input should be a valid datetime"),
+        (lambda: _without("detail.AutoScalingGroupName"), "detail.AutoScalingGroupName: Field required"),
+        (lambda: _without("detail.ActivityId"), "detail.ActivityId: Field required"),
+        (lambda: _with("detail.StartTime", "soon"), "detail.StartTime: Input should be a valid datetime"),
+        (lambda: _with("detail.EC2InstanceId", ""), "detail.EC2InstanceId: a launch that succeeded"),
+        (lambda: ["not", "an", "event"], "expected a JSON object, got list"),
+    ],
+)
+def test_a_malformed_event_is_invalid_input_naming_the_field(
+    table: ScaleOutTable, make_event: Callable[[], Any], field: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        deliver(make_event(), table)
+
+    assert field in str(caught.value)
+    assert table_items() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"task_token": ""}, "task_token: String should have at least 1 character"),
+        (
+            {"auto_scaling_group_name": "scalelab-other-run"},
+            "auto_scaling_group_name: 'scalelab-other-run' is not",
+        ),
+        ({"stress_started_at": "after lunch"}, "stress_started_at: Input should be a valid datetime"),
+        ({"run_id": "Not A Run"}, "run_id: String should match pattern"),
+        ({"extra": 1}, "extra: Extra inputs are not permitted"),
+    ],
+)
+def test_a_malformed_await_event_is_invalid_input_naming_the_field(
+    table: ScaleOutTable, change: dict[str, Any], field: str
+) -> None:
+    payload = {
+        "run_id": RUN,
+        "auto_scaling_group_name": f"scalelab-{RUN}",
+        "task_token": "token",
+        "stress_started_at": STRESS_STARTED.isoformat(),
+        **change,
+    }
+
+    with pytest.raises(InvalidInput) as caught:
+        wait(payload, table)
+
+    assert field in str(caught.value)
+    assert table_items() == []
+
+
+# ---- the handlers, with the sample events ----------------------------------------------------
+
+
+def test_the_handlers_meet_with_the_sample_events(
+    workflow: Workflow,
+    run_table: RunTable,
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: FakeLambdaContext,
+) -> None:
+    awaiter = load_handler("AwaitScaleOutFunction")
+    listener = load_handler("OnScalingEventFunction")
+    sample_wait = json.loads((EVENTS / "await_scale_out.json").read_text())
+    sample_event = json.loads((EVENTS / "on_scaling_event.json").read_text())
+
+    awaited = awaiter.lambda_handler(sample_wait, lambda_context)
+    heard = listener.lambda_handler(sample_event, lambda_context)
+
+    assert awaited == {"run_id": "sample-run-0001", "waiting": True, "completed_by": None, "outcome": None}
+    # The sample token was never handed out by Step Functions, which says so.
+    assert heard == {
+        "run_id": "sample-run-0001",
+        "event_id": sample_event["id"],
+        "detail_type": "EC2 Instance Launch Successful",
+        "duplicate": False,
+        "completion": "stale",
+    }
+    assert waiter("sample-run-0001")["completed_by"] == sample_event["id"]
