@@ -11,17 +11,22 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: help setup test lint typecheck template build unit unit-py311 clean
+.PHONY: help setup rehearse emulator bench test lint typecheck template build unit unit-py311 clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(VENV311)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
 	  rm -rf $(VENV) && "$$py" -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	@touch $@
+
+# The `scalelab` command (the offline rehearsal), installed from this checkout.
+$(BIN)/scalelab: pyproject.toml $(BIN)/.installed
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
 # The tests also run on Python 3.11 where one is installed; without it this is a no-op.
@@ -37,6 +42,15 @@ $(VENV311)/bin/.installed: requirements-test.txt constraints.txt layers/scalelab
 	@command -v shellcheck >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] || { echo "setup: shellcheck is missing; install it (apt-get install -y shellcheck) and run again" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+
+rehearse: $(BIN)/scalelab ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
+	$(BIN)/scalelab rehearse --scenario $(or $(SCENARIO),pass) $(if $(SPEED),--speed $(SPEED))
+
+emulator: $(BIN)/scalelab ## keep an emulated account with the stack deployed running, for aws --endpoint-url
+	$(BIN)/scalelab emulator
+
+bench: $(BIN)/scalelab ## time the pass rehearsal from process start to verdict (median of 5 runs)
+	$(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5)
 
 test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)
 
@@ -64,4 +78,4 @@ unit-py311: setup ## pytest on Python 3.11, where it is installed
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV311) .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VENV311) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info

@@ -31,9 +31,8 @@ from typing import Any
 import boto3
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID
-from moto.core.responses import ActionResult, EmptyResult
-from moto.ssm.models import Command, ssm_backends
-from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.ssm.models import ssm_backends
+from scalelab_rehearsal import moto_fixes
 
 from scalelab.errors import InvalidInput
 from scalelab.models import parse_event
@@ -100,29 +99,12 @@ def make_group(account: None) -> MakeGroup:
     return make
 
 
-def _cancel_command(self: SimpleSystemManagerResponse) -> ActionResult:
-    """CancelCommand as AWS answers it: unknown id -> InvalidCommandId; a finished command stays as it is."""
-    command = self.ssm_backend.get_command_by_id(self._get_param("CommandId"))
-    if command.status in {"Pending", "InProgress"}:
-        command.status = command.status_details = "Cancelled"
-        for invocation in command.invocations:
-            invocation["Status"] = invocation["StatusDetails"] = "Cancelled"
-    return EmptyResult()
-
-
-_targets_as_moto_reads_them = Command._get_instance_ids_from_targets
-
-
-def _instances_from_targets(self: Command) -> list[str]:
-    """Targets add instances only when there are targets (moto adds every instance for none)."""
-    return _targets_as_moto_reads_them(self) if self.targets else []
-
-
 @pytest.fixture(autouse=True)
-def _run_command_as_in_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two fixes to moto's Run Command for the length of a test (see the module's docstring)."""
-    monkeypatch.setattr(SimpleSystemManagerResponse, "cancel_command", _cancel_command, raising=False)
-    monkeypatch.setattr(Command, "_get_instance_ids_from_targets", _instances_from_targets)
+def _run_command_as_in_aws() -> Iterator[None]:
+    """moto's Run Command corrected as the rehearsal corrects it (see scalelab_rehearsal.moto_fixes)."""
+    undo = moto_fixes.install()
+    yield
+    undo()
 
 
 @pytest.fixture

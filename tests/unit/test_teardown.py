@@ -42,7 +42,7 @@ def test_teardown_removes_every_tagged_resource_and_releases_the_lab(
     record = run_table.load_run(RUN)
     assert record is not None
     assert record.resources == {}
-    assert record.status == "torn_down"
+    assert record.torn_down_at is not None
     assert run_table.lock_holder("default") is None
 
 

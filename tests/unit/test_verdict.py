@@ -213,3 +213,32 @@ def test_the_judge_handler_emits_the_timings_as_metrics(
     assert emitted["StressToScaleOutSeconds"] == [240.0]
     assert emitted["NewInstanceToHealthySeconds"] == [70.0]
     assert emitted["VerdictPassed"] == [1.0]
+
+
+def test_a_lambda_errors_json_cause_is_read_for_its_message(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    state = full_run(config, lab)
+    for later in ("healthy", "probe", "stress", "scale_out", "new_healthy"):
+        del state[later]
+    cause = {"errorMessage": "expected 2 healthy targets within 600 s", "errorType": "TargetsNotHealthy"}
+    state["error"] = {"Error": "TargetsNotHealthy", "Cause": json.dumps(cause)}
+
+    verdict = judge(state, run_table, settings)
+
+    assert verdict.reason == (
+        "failed at healthy: targets not healthy within 600 s "
+        "(TargetsNotHealthy: expected 2 healthy targets within 600 s)"
+    )
+
+
+def test_a_failure_without_a_cause_still_gets_a_verdict(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    state = full_run(config, lab)
+    del state["scale_out"], state["new_healthy"]
+    state["error"] = {"Error": "ScaleOutFailed", "Cause": None}
+
+    verdict = judge(state, run_table, settings)
+
+    assert verdict.reason == "failed at scale_out: scale-out failed: no reason given"

@@ -42,6 +42,7 @@ class RunRecord:
     resources: dict[str, str] = field(default_factory=dict)
     refused: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
+    torn_down_at: int | None = None
 
 
 def _string_map(item: dict[str, Any], name: str) -> dict[str, str]:
@@ -120,16 +121,17 @@ class RunTable:
             resources=_string_map(found, "resources"),
             refused=_string_map(found, "refused"),
             reason=found.get("reason", {}).get("S"),
+            torn_down_at=int(found["torn_down_at"]["N"]) if "torn_down_at" in found else None,
         )
 
-    def set_status(self, run_id: str, status: str, now: float) -> None:
+    def mark_torn_down(self, run_id: str, now: float) -> None:
+        """Note that nothing of the run is left; its status (the verdict) stays as it is."""
         self._ddb.update_item(
             TableName=self._name,
             Key=_run_key(run_id),
-            UpdateExpression="SET #status = :status, updated_at = :now",
+            UpdateExpression="SET torn_down_at = if_not_exists(torn_down_at, :now), updated_at = :now",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":status": {"S": status}, ":now": {"N": str(int(now))}},
+            ExpressionAttributeValues={":now": {"N": str(int(now))}},
         )
 
     def record_verdict(self, run_id: str, passed: bool, reason: str, report_uri: str, now: float) -> None:

@@ -191,8 +191,7 @@ def teardown_lab(run_id: str, table: RunTable, now: float | None = None) -> Tear
     if done:
         if record.lab_name is not None:
             table.release_lock(record.lab_name, run_id)
-        if record.status not in {"rejected", "torn_down"}:
-            table.set_status(run_id, "torn_down", now)
+        table.mark_torn_down(run_id, now)
     logger.info(
         "teardown pass",
         extra={"done": done, "removed": removed, "remaining": remaining, "refused": refused},

@@ -38,7 +38,17 @@ class StepError(OutputModel):
     model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     error: str = Field(alias="Error")
-    cause: str = Field(default="", alias="Cause")
+    cause: str | None = Field(default=None, alias="Cause")
+
+    @property
+    def message(self) -> str:
+        """The cause a person should read: a Lambda error's ``errorMessage``, else the cause as given."""
+        try:
+            payload = json.loads(self.cause or "")
+        except ValueError:
+            return self.cause or ""
+        message = payload.get("errorMessage") if isinstance(payload, dict) else None
+        return message if isinstance(message, str) else self.cause or ""
 
 
 class ProbeSummary(OutputModel):
@@ -139,8 +149,8 @@ def _with_error(run: JudgeEvent, detail: str) -> str:
     if run.error is None:
         return detail
     return (
-        f"{detail} ({run.error.error}: {run.error.cause})"
-        if run.error.cause
+        f"{detail} ({run.error.error}: {run.error.message})"
+        if run.error.message
         else f"{detail} ({run.error.error})"
     )
 
@@ -148,7 +158,7 @@ def _with_error(run: JudgeEvent, detail: str) -> str:
 def _scale_out_missing(run: JudgeEvent, describe_group: GroupLookup) -> str:
     within = run.config.expectations.scale_out_within_seconds
     if run.error is not None and run.error.error == "ScaleOutFailed":
-        return f"scale-out failed: {run.error.cause}"
+        return f"scale-out failed: {run.error.message or 'no reason given'}"
     state = describe_group(run.config.names.auto_scaling_group)
     if state is None:
         return _with_error(run, f"no scale-out within {within} s")

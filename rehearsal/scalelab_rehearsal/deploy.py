@@ -1,0 +1,171 @@
+"""Deploy template.yaml into the emulated account, the way `sam deploy` would.
+
+The SAM translator turns the template into CloudFormation; code folders are
+zipped into the emulator's S3 (as `sam package` would upload them) and the ASL
+is inlined; moto's CloudFormation then creates the stack, so every Ref,
+GetAtt and ARN is CloudFormation's own resolution, not a second resolver.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from moto.stepfunctions.models import StateMachine
+from moto.stepfunctions.responses import get_backend as stepfunctions_backend
+from moto.stepfunctions.utils import cfn_to_api_tags
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+from scalelab_rehearsal import ROOT
+
+ARTIFACT_BUCKET = "scalelab-rehearsal-artifacts"
+STACK_NAME = "scalelab"
+
+
+@dataclass(frozen=True)
+class Stack:
+    outputs: dict[str, str]
+    # Logical id -> physical id of every resource CloudFormation made.
+    resources: dict[str, str]
+    # Physical function name -> the folder of its code.
+    code_dirs: dict[str, Path]
+    # Resource types the emulator cannot create, reported and skipped.
+    skipped_types: list[str]
+
+
+class _NoManagedPolicies:
+    """The translator's policy loader: this template names no AWS managed policy by name."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+def _zip_folder(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                archive.write(path, path.relative_to(folder))
+    return buffer.getvalue()
+
+
+def package(template: dict[str, Any], s3: Any) -> dict[str, Path]:
+    """Upload every code folder and inline every ASL file; returns logical id -> code folder."""
+    code_dirs: dict[str, Path] = {}
+    s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    for logical_id, spec in template["Resources"].items():
+        properties = spec.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(properties.get(key), str) and not properties[key].startswith("s3://"):
+                folder = ROOT / properties[key]
+                s3.put_object(Bucket=ARTIFACT_BUCKET, Key=f"{logical_id}.zip", Body=_zip_folder(folder))
+                properties[key] = f"s3://{ARTIFACT_BUCKET}/{logical_id}.zip"
+                if spec["Type"] == "AWS::Serverless::Function":
+                    code_dirs[logical_id] = folder
+        if isinstance(properties.get("DefinitionUri"), str):
+            properties["Definition"] = json.loads((ROOT / properties.pop("DefinitionUri")).read_text())
+    return code_dirs
+
+
+def _create_state_machines_as_aws_does() -> Callable[[], None]:
+    """moto's CloudFormation ignores DefinitionSubstitutions and creates state machines in the
+    backend its interpreter does not use; apply the substitutions and create them where
+    StartExecution will find them."""
+    original = StateMachine.__dict__["create_from_cloudformation_json"]
+
+    def create(
+        cls: Any, /, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **_: Any
+    ) -> Any:
+        properties = cloudformation_json["Properties"]
+        definition = properties.get("DefinitionString", "")
+        for name, value in (properties.get("DefinitionSubstitutions") or {}).items():
+            definition = definition.replace("${" + name + "}", str(value))
+        return stepfunctions_backend(account_id, region_name).create_state_machine(
+            properties.get("StateMachineName", resource_name),
+            definition,
+            properties.get("RoleArn", ""),
+            tags=cfn_to_api_tags(properties.get("Tags", [])),
+        )
+
+    StateMachine.create_from_cloudformation_json = classmethod(create)  # type: ignore[method-assign,assignment]
+
+    def undo() -> None:
+        StateMachine.create_from_cloudformation_json = original  # type: ignore[method-assign]
+
+    return undo
+
+
+class _Unsupported(logging.Handler):
+    """Collects the resource types moto's CloudFormation says it cannot create."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.types: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("No Moto CloudFormation support for "):
+            self.types.add(record.getMessage().rsplit(" ", 1)[-1])
+
+
+def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
+    """Create the scalelab stack in the emulator; ``clients(service)`` builds a client for it."""
+    template = yaml_parse((ROOT / "template.yaml").read_text())
+    # moto splits a CommaDelimitedList only when it is passed in, not at its default
+    # (Fn::Join then joins its characters): pass every such list explicitly.
+    parameters = {
+        **{
+            name: str(spec.get("Default", ""))
+            for name, spec in template.get("Parameters", {}).items()
+            if spec.get("Type") == "CommaDelimitedList"
+        },
+        **(parameters or {}),
+    }
+    code_by_logical_id = package(template, clients("s3"))
+    translated = transform(template, {}, _NoManagedPolicies())
+    cloudformation = clients("cloudformation")
+    unsupported = _Unsupported()
+    moto_logger = logging.getLogger("moto")
+    moto_logger.addHandler(unsupported)
+    moto_logger.propagate = False
+    undo = _create_state_machines_as_aws_does()
+    try:
+        # moto also warns once per resource it cannot create; they are reported together instead.
+        warnings.filterwarnings(
+            "ignore", message="Tried to parse .* not supported by moto", category=UserWarning
+        )
+        if True:
+            cloudformation.create_stack(
+                StackName=STACK_NAME,
+                TemplateBody=json.dumps(translated),
+                Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
+                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+            )
+    finally:
+        undo()
+        moto_logger.removeHandler(unsupported)
+        moto_logger.propagate = True
+    stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    if stack["StackStatus"] != "CREATE_COMPLETE":
+        raise RuntimeError(
+            f"the stack did not deploy: {stack['StackStatus']} {stack.get('StackStatusReason', '')}"
+        )
+    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=STACK_NAME)
+    resources = {
+        item["LogicalResourceId"]: item.get("PhysicalResourceId", "")
+        for page in pages
+        for item in page["StackResourceSummaries"]
+    }
+    return Stack(
+        outputs={item["OutputKey"]: item["OutputValue"] for item in stack.get("Outputs", [])},
+        resources=resources,
+        code_dirs={resources[logical_id]: folder for logical_id, folder in code_by_logical_id.items()},
+        skipped_types=sorted(unsupported.types),
+    )

@@ -1,0 +1,159 @@
+"""One rehearsal: the emulated account, the simulated world, one execution of the real state machine."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scalelab_rehearsal import ROOT
+from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
+
+# Short waits and deadlines so a lab takes seconds. They are measured by the
+# handlers and the state machine, in real seconds; what AWS does (boot, health
+# checks, the CPU alarm, the stress script's own duration) happens on the
+# simulated world's clock, ``speed`` times faster than real time.
+REHEARSAL_INPUT: dict[str, Any] = {
+    "timing": {"poll_seconds": 1},
+    "expectations": {
+        "healthy_within_seconds": 5,
+        "scale_out_within_seconds": 5,
+        "new_instance_healthy_within_seconds": 5,
+    },
+}
+REPORTS_DIR = ROOT / ".rehearsal" / "reports"
+TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+
+
+@dataclass
+class Outcome:
+    execution_arn: str
+    run_id: str
+    status: str
+    error: str | None
+    cause: str | None
+    verdict: dict[str, Any] | None
+    report_path: Path | None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    lambda_invocations: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "SUCCEEDED" and bool(self.verdict and self.verdict.get("passed"))
+
+
+def merged_input(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The rehearsal's defaults, with a person's input laid over them section by section."""
+    merged = {section: dict(values) for section, values in REHEARSAL_INPUT.items()}
+    for section, values in (overrides or {}).items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section].update(values)
+        else:
+            merged[section] = values
+    return merged
+
+
+def start_execution(emulator: Emulator, run_input: Any, name: str | None = None) -> str:
+    arn: str = emulator.client("stepfunctions").start_execution(
+        stateMachineArn=emulator.state_machine_arn,
+        name=name or f"rehearsal-{uuid.uuid4().hex[:12]}",
+        input=json.dumps(run_input),
+    )["executionArn"]
+    return arn
+
+
+def history(emulator: Emulator, execution_arn: str) -> list[dict[str, Any]]:
+    pages = (
+        emulator.client("stepfunctions")
+        .get_paginator("get_execution_history")
+        .paginate(executionArn=execution_arn)
+    )
+    return [event for page in pages for event in page["events"]]
+
+
+def wait_for(
+    emulator: Emulator,
+    execution_arn: str,
+    timeout_seconds: float = 120.0,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Follow an execution to its end, handing each new history event to ``on_event``."""
+    sfn = emulator.client("stepfunctions")
+    seen = 0
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        description: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
+        events = history(emulator, execution_arn)
+        if on_event is not None:
+            for event in events[seen:]:
+                on_event(event)
+        seen = len(events)
+        if description["status"] in TERMINAL_STATUSES:
+            return description
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the execution was still {description['status']} after {timeout_seconds} s")
+        time.sleep(0.05)
+
+
+def collect(emulator: Emulator, execution_arn: str, description: dict[str, Any], started: float) -> Outcome:
+    """The verdict from the execution's output or last Judge result, and the report copied locally."""
+    events = history(emulator, execution_arn)
+    verdict = _verdict_from(events)
+    run_id = execution_arn.rsplit(":", 1)[-1]
+    report_path = None
+    if verdict and verdict.get("report"):
+        location = verdict["report"]
+        body = emulator.client("s3").get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
+        REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+        report_path = REPORTS_DIR / f"{verdict['run_id']}.json"
+        report_path.write_bytes(body)
+        run_id = verdict["run_id"]
+    runtime = emulator.runtime
+    return Outcome(
+        execution_arn=execution_arn,
+        run_id=run_id,
+        status=description["status"],
+        error=description.get("error"),
+        cause=description.get("cause"),
+        verdict=verdict,
+        report_path=report_path,
+        history=events,
+        seconds=time.monotonic() - started,
+        lambda_invocations=len(runtime.invocations) if runtime else 0,
+    )
+
+
+def _verdict_from(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    for event in reversed(events):
+        details = event.get("stateExitedEventDetails")
+        if details and details.get("name") in {"Judge", "JudgeFailed"}:
+            verdict: dict[str, Any] | None = json.loads(details.get("output", "{}")).get("verdict")
+            return verdict
+    return None
+
+
+def rehearse(
+    scenario: str = "pass",
+    speed: float | None = None,
+    run_input: dict[str, Any] | None = None,
+    on_event: Callable[[dict[str, Any]], None] | None = None,
+    timeout_seconds: float = 120.0,
+) -> Outcome:
+    """Rehearse one lab run end to end and return its outcome; the emulator is gone afterwards."""
+    started = time.monotonic()
+    chosen = scenario_named(scenario)
+    with Emulator() as emulator, World(emulator, chosen, speed or DEFAULT_SPEED):
+        execution_arn = start_execution(emulator, merged_input(run_input))
+        description = wait_for(emulator, execution_arn, timeout_seconds, on_event)
+        return collect(emulator, execution_arn, description, started)
+
+
+def state_transitions(events: list[dict[str, Any]]) -> int:
+    """The execution's state transitions: how many times it entered a state."""
+    return sum(1 for event in events if event["type"].endswith("StateEntered"))

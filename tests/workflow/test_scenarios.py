@@ -1,0 +1,146 @@
+"""Every scenario end to end through the real state machine: status, verdict, events, nothing left."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from scalelab_rehearsal.rehearse import Outcome, merged_input
+
+from tests.support.account import tagged_resources
+from tests.workflow.conftest import Rehearsal
+
+LAUNCH_OK = "EC2 Instance Launch Successful"
+LAUNCH_FAILED = "EC2 Instance Launch Unsuccessful"
+
+
+def assert_nothing_left(rehearsal: Rehearsal, outcome: Outcome) -> None:
+    assert tagged_resources(outcome.run_id) == {}
+    assert rehearsal.lock_holder() is None
+    assert "torn_down_at" in rehearsal.run_record(outcome.run_id)
+
+
+def test_pass_ends_succeeded_with_a_passed_verdict(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-pass")
+
+    assert outcome.status == "SUCCEEDED"
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    assert outcome.verdict["reason"].startswith("passed: 2 healthy targets")
+    assert " from 2 instances " in outcome.verdict["reason"]
+    assert [phase["name"] for phase in outcome.verdict["timeline"]] == [
+        "provision",
+        "wait_healthy",
+        "stress_to_scale_out",
+        "new_instance_healthy",
+    ]
+    assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    assert rehearsal.run_record(outcome.run_id)["status"]["S"] == "passed"
+    assert outcome.report_path is not None
+    assert json.loads(outcome.report_path.read_text())["verdict"]["passed"] is True
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("never-healthy")
+def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-never-healthy")
+
+    assert outcome.status == "FAILED"
+    assert outcome.error == "LabFailed"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at healthy: targets not healthy within 5 s (TargetsNotHealthy: ")
+    assert "2 unhealthy" in outcome.cause
+    assert rehearsal.logged_event_types(outcome.run_id) == []
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("no-scale-out")
+def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-no-scale-out")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith(
+        "failed at scale_out: no scale-out within 5 s: group stayed at 2/4 instances"
+    )
+    assert LAUNCH_OK not in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("launch-fails")
+def test_a_failed_launch_fails_at_once_with_aws_status_message(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-launch-fails")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith(
+        "failed at scale_out: scale-out failed: We currently do not have sufficient"
+    )
+    assert LAUNCH_FAILED in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("slow-scale-out")
+def test_a_scale_out_after_the_deadline_fails(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-slow-scale-out")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at scale_out: no scale-out within 5 s")
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("flaky-api")
+def test_throttling_and_server_errors_are_absorbed_by_retries(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-flaky-api")
+
+    assert rehearsal.world.faults_injected > 0
+    assert outcome.status == "SUCCEEDED"
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    assert_nothing_left(rehearsal, outcome)
+
+
+def test_bad_input_fails_in_prepare_naming_the_fields_and_creates_nothing(rehearsal: Rehearsal) -> None:
+    bad = merged_input({"lab": {"max_size": "four", "min_size": 3, "desired_capacity": 2, "colour": "red"}})
+
+    outcome = rehearsal.run(bad, name="wf-bad-input")
+
+    assert outcome.status == "FAILED"
+    assert outcome.error == "InvalidInput"
+    assert outcome.cause is not None
+    for field in ("lab.max_size", "lab.colour"):
+        assert field in outcome.cause
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
+    ]
+    assert entered == ["Prepare"]
+    assert tagged_resources("wf-bad-input") == {}
+    assert rehearsal.run_record("wf-bad-input")["status"]["S"] == "rejected"
+    assert rehearsal.lock_holder() is None
+
+
+def test_two_runs_of_one_lab_one_runs_the_other_fails_fast_on_the_lock(rehearsal: Rehearsal) -> None:
+    arns = {}
+
+    def start(name: str) -> None:
+        arns[name] = rehearsal.start(merged_input(None), name)
+
+    starters = [threading.Thread(target=start, args=(name,)) for name in ("wf-first", "wf-second")]
+    for starter in starters:
+        starter.start()
+    for starter in starters:
+        starter.join()
+    outcomes = {name: rehearsal.finish(arn) for name, arn in arns.items()}
+
+    busy = [o for o in outcomes.values() if o.error == "LabBusy"]
+    ran = [o for o in outcomes.values() if o.error != "LabBusy"]
+    assert len(busy) == 1
+    assert len(ran) == 1
+    assert ran[0].status == "SUCCEEDED"
+    assert busy[0].cause is not None
+    assert f"is in use by run '{ran[0].run_id}'" in busy[0].cause
+    for outcome in outcomes.values():
+        assert tagged_resources(outcome.run_id) == {}
+    assert rehearsal.lock_holder() is None
