@@ -49,8 +49,8 @@ rehearse: $(BIN)/scalelab ## rehearse a whole lab offline (SCENARIO=pass|never-h
 emulator: $(BIN)/scalelab ## keep an emulated account with the stack deployed running, for aws --endpoint-url
 	$(BIN)/scalelab emulator
 
-bench: $(BIN)/scalelab ## time the pass rehearsal from process start to verdict (median of 5 runs)
-	$(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5)
+bench: $(BIN)/scalelab ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
+	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
 
 test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)
 

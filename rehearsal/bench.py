@@ -7,7 +7,10 @@ they do for a person typing ``scalelab rehearse``. The moment the verdict
 arrives on stdout is noted too. Prints the figures and whether the target is
 met; it never fails on the target, only when a run gives no passing verdict.
 
-    python rehearsal/bench.py [--runs N]
+    python rehearsal/bench.py [--runs N] [--suite]
+
+``--suite`` also times the workflow test suite (``pytest tests/workflow``)
+once, the figure that says whether it stays fast enough for every change.
 """
 
 from __future__ import annotations
@@ -79,6 +82,24 @@ def rehearse_once() -> Run:
     return Run(to_exit, to_verdict, result, problem)
 
 
+def time_workflow_suite() -> str:
+    """Wall time of ``pytest tests/workflow``, with pytest's own closing line."""
+    started = time.perf_counter()
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/workflow", "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_SECONDS * 4,
+        check=False,
+    )
+    seconds = time.perf_counter() - started
+    closing = next(
+        (line.strip("= ") for line in reversed(finished.stdout.splitlines()) if " in " in line), "no result"
+    )
+    return f"\nworkflow suite (pytest tests/workflow): {seconds:.1f} s wall; {closing}"
+
+
 def _figure(value: object, width: int) -> str:
     return f"{value:{width}.2f}" if isinstance(value, int | float) else f"{'-':>{width}}"
 
@@ -87,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time the pass rehearsal from process start to verdict.")
     parser.add_argument(
         "--runs", type=int, default=5, metavar="N", help="fresh processes to time (default: 5)"
+    )
+    parser.add_argument(
+        "--suite", action="store_true", help="also time the workflow test suite (pytest tests/workflow) once"
     )
     args = parser.parse_args(argv)
     if args.runs < 1:
@@ -129,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'met' if median < TARGET_SECONDS else 'NOT met'} ({median:.2f} s here, {cores} cores"
         f"{'' if cores == TARGET_CORES else ', so only indicative'})\n"
     )
+    if args.suite:
+        out.write(time_workflow_suite() + "\n")
     failed = [str(number) for number, run in enumerate(runs, 1) if not run.passed]
     if failed:
         out.write(f"runs without a passing verdict: {', '.join(failed)}\n")

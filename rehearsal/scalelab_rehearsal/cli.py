@@ -419,6 +419,7 @@ def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict
         "scenario": args.scenario,
         "execution_arn": outcome.execution_arn,
         "log_path": str(log_path),
+        "skipped_resource_types": outcome.skipped_types,
     }
 
 
@@ -449,6 +450,7 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         f"Run id   {summary['run_id']}",
         f"Report   {_shown(summary['report_path'])}",
         f"Logs     {_shown(summary['log_path'])}",
+        f"Skipped  {', '.join(summary['skipped_resource_types']) or 'nothing'} (moto cannot create these)",
         f"Took {seconds_text(summary['seconds'])}: {summary['lambda_invocations']} Lambda invocations, "
         f"{summary['state_transitions']} state transitions ({summary['scenario']} scenario)",
     ]
@@ -542,6 +544,8 @@ def _emulator_banner(emulator: Emulator, scenario: str, speed: float, log_path: 
         f"  region         {region} (any credentials are accepted, e.g. AWS_ACCESS_KEY_ID=testing)\n"
         f"  state machine  {state_machine_arn}\n"
         f"  logs           {_shown(log_path)} (the functions' output and the emulator's warnings)\n"
+        f"  skipped        {', '.join(emulator.stack.skipped_types) if emulator.stack else ''} "
+        "(moto cannot create these)\n"
         "\nStart a run (Wait states take real seconds: events/start-execution.json polls every 15 s):\n"
         f"  export {credentials}\n"
         f"  {aws} start-execution --state-machine-arn {state_machine_arn} \\\n"

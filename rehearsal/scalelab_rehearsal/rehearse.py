@@ -42,6 +42,8 @@ class Outcome:
     history: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     lambda_invocations: int = 0
+    # Resource types of the template the emulator could not create (reported, skipped).
+    skipped_types: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -126,6 +128,7 @@ def collect(emulator: Emulator, execution_arn: str, description: dict[str, Any],
         history=events,
         seconds=time.monotonic() - started,
         lambda_invocations=len(runtime.invocations) if runtime else 0,
+        skipped_types=list(emulator.stack.skipped_types) if emulator.stack else [],
     )
 
 

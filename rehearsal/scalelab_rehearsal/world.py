@@ -56,8 +56,10 @@ LOG = logging.getLogger("scalelab.rehearsal.world")
 DEFAULT_SPEED = 1200.0
 # AWS behaviour, in simulated seconds.
 BOOT_SECONDS = 60.0  # user data: dnf install nodejs, npm install pm2, start the app
-HEALTH_INTERVAL_SECONDS = 10.0  # the target group's HealthCheckIntervalSeconds
-HEALTHY_THRESHOLD = 2  # the target group's HealthyThresholdCount
+# A target group's HealthCheckIntervalSeconds and HealthyThresholdCount are read
+# from the group itself; these are Provision's values, used for the warm-up.
+HEALTH_INTERVAL_SECONDS = 10.0
+HEALTHY_THRESHOLD = 2
 ALARM_DATAPOINTS = 3  # target tracking's AlarmHigh: 3 datapoints of 1 minute
 DATAPOINT_SECONDS = 60.0
 IDLE_CPU = 3.0
@@ -203,13 +205,26 @@ class World:
     # ---- instances and health ----------------------------------------------------------------
 
     def _seen(self, instance_id: str) -> float:
+        """When (world's clock) the instance launched: its boot started then, not when first looked at."""
         with self._lock:
-            return self._first_seen.setdefault(instance_id, self.now())
+            if instance_id not in self._first_seen:
+                launched = self.now()
+                try:
+                    launch_time = ec2_backends[ACCOUNT][REGION].get_instance(instance_id).launch_time
+                    age = (datetime.now(UTC) - launch_time.replace(tzinfo=UTC)).total_seconds()
+                    launched -= max(0.0, age) * self.speed
+                except Exception:  # noqa: S110 - an instance moto no longer knows: count from now
+                    pass
+                self._first_seen[instance_id] = launched
+            return self._first_seen[instance_id]
 
-    def target_state(self, instance_id: str) -> tuple[str, str | None, str | None]:
+    def target_state(
+        self, instance_id: str, interval: float = HEALTH_INTERVAL_SECONDS, threshold: int = HEALTHY_THRESHOLD
+    ) -> tuple[str, str | None, str | None]:
+        """A target: ``initial`` until its app is up and ``threshold`` checks ``interval`` apart passed."""
         if not self.scenario.targets_become_healthy:
             return "unhealthy", "Target.FailedHealthChecks", "Health checks failed with these codes: [502]"
-        ready = self._seen(instance_id) + BOOT_SECONDS + HEALTHY_THRESHOLD * HEALTH_INTERVAL_SECONDS
+        ready = self._seen(instance_id) + BOOT_SECONDS + threshold * interval
         if self.now() < ready:
             return "initial", "Elb.InitialHealthChecking", "Initial health checks in progress"
         return "healthy", None, None
@@ -221,7 +236,10 @@ class World:
         def health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any) -> FakeHealthStatus:
             status = original(self, target, ec2_backend)
             if status.status == "healthy" and target["Id"].startswith("i-"):
-                state, reason, description = world.target_state(target["Id"])
+                # The target group's own health check settings, as Provision configured them.
+                state, reason, description = world.target_state(
+                    target["Id"], float(self.health_check_interval_seconds), int(self.healthy_threshold_count)
+                )
                 return FakeHealthStatus(
                     target["Id"], status.port, status.health_check_port, state, reason, description
                 )
