@@ -21,9 +21,9 @@ from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
 REHEARSAL_INPUT: dict[str, Any] = {
     "timing": {"poll_seconds": 1},
     "expectations": {
-        "healthy_within_seconds": 5,
-        "scale_out_within_seconds": 5,
-        "new_instance_healthy_within_seconds": 5,
+        "healthy_within_seconds": 8,
+        "scale_out_within_seconds": 8,
+        "new_instance_healthy_within_seconds": 8,
     },
 }
 REPORTS_DIR = ROOT / ".rehearsal" / "reports"

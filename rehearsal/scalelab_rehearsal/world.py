@@ -128,13 +128,15 @@ def _now_iso() -> str:
 class _Burn:
     command_id: str
     instance_ids: set[str]
-    started: float  # simulated seconds
+    started: float  # world's seconds
     duration: float
+    ended: float | None = None  # when it finished or was cancelled
 
 
 @dataclass
 class _Group:
-    high_since: float | None = None
+    # CPU above the target before this moment does not count towards the next alarm.
+    not_before: float = 0.0
     launching: bool = False
     failed_once: bool = False
     known_instances: set[str] = field(default_factory=set)
@@ -293,27 +295,46 @@ class World:
                 command.command_id, set(command.instance_ids), self.now(), float(match.group(1))
             )
 
-    def cpu(self, instance_id: str) -> float:
-        if not self.scenario.stress_raises_cpu:
-            return IDLE_CPU
+    def _update_burns(self) -> None:
+        """End the burns whose duration is over; note when a cancelled one stopped."""
         ssm = ssm_backends[ACCOUNT][REGION]
         now = self.now()
         for burn in list(self._burns.values()):
+            if burn.ended is not None:
+                continue
             command = ssm.get_command_by_id(burn.command_id)
-            running = command.status in moto_fixes.RUNNING
-            if running and now >= burn.started + burn.duration:
+            if command.status not in moto_fixes.RUNNING:
+                burn.ended = now  # cancelled
+            elif now >= burn.started + burn.duration:
+                burn.ended = burn.started + burn.duration
                 command.status = command.status_details = "Success"
                 for invocation in command.invocations:
                     invocation["Status"] = invocation["StatusDetails"] = "Success"
-                running = False
-            if running and instance_id in burn.instance_ids:
-                return STRESSED_CPU
-        return IDLE_CPU
+
+    def _high_cpu_window(self, in_service: list[str], target: float) -> tuple[float, float] | None:
+        """The latest span in which a burn kept the group's average CPU above ``target``.
+
+        Computed from when the burns started and ended, not from when this
+        thread happened to look, so a busy machine cannot make the world miss
+        an alarm.
+        """
+        if not self.scenario.stress_raises_cpu:
+            return None
+        latest = None
+        for burn in self._burns.values():
+            stressed = sum(1 for instance_id in in_service if instance_id in burn.instance_ids)
+            average = (STRESSED_CPU * stressed + IDLE_CPU * (len(in_service) - stressed)) / len(in_service)
+            if average > target:
+                window = (burn.started, burn.ended if burn.ended is not None else self.now())
+                latest = window if latest is None or window[0] > latest[0] else latest
+        return latest
 
     # ---- the alarm, the scaling activity, the events --------------------------------------------
 
     def tick(self) -> None:
         backend = autoscaling_backends[ACCOUNT][REGION]
+        with self._lock:
+            self._update_burns()
         for name, group in list(backend.autoscaling_groups.items()):
             if not name.startswith("scalelab-"):
                 continue
@@ -323,15 +344,14 @@ class World:
                 self._seen(instance_id)
             state.known_instances |= set(in_service)
             target = self._cpu_target(backend, name)
-            if target is None or not in_service:
+            if target is None or not in_service or state.launching:
                 continue
-            average = sum(self.cpu(instance_id) for instance_id in in_service) / len(in_service)
-            now = self.now()
-            if average <= target:
-                state.high_since = None
+            window = self._high_cpu_window(in_service, target)
+            if window is None:
                 continue
-            state.high_since = now if state.high_since is None else state.high_since
-            if now - state.high_since >= ALARM_DATAPOINTS * DATAPOINT_SECONDS and not state.launching:
+            start, end = max(window[0], state.not_before), window[1]
+            if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
+                state.not_before = self.now()
                 self._scale_out(backend, name, group, state)
 
     @staticmethod
@@ -342,7 +362,6 @@ class World:
         return None
 
     def _scale_out(self, backend: Any, name: str, group: Any, state: _Group) -> None:
-        state.high_since = None
         if group.desired_capacity >= group.max_size:
             return
         if self.scenario.launch_fails:

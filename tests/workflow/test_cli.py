@@ -294,7 +294,7 @@ def test_json_prints_one_outcome_object_for_a_passing_rehearsal(
         "stress_to_scale_out",
         "new_instance_healthy",
     ]
-    assert outcome["state_transitions"] >= 20
+    assert outcome["state_transitions"] >= 17  # 17 when the targets are healthy at the first check
     assert outcome["lambda_invocations"] >= 11
     assert 0 < outcome["seconds"] < 60
     report = Path(outcome["report_path"])
