@@ -14,14 +14,12 @@ The script itself is run for real with bash, for a second at most.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import resource
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +33,7 @@ from moto.ssm.models import ssm_backends
 from scalelab_rehearsal import moto_fixes
 
 from scalelab.errors import InvalidInput
+from scalelab.ledger import RunTable
 from scalelab.models import parse_event
 from scalelab.naming import RUN_TAG
 from scalelab.stress import (
@@ -293,28 +292,15 @@ def test_stop_never_cancels_another_runs_command(
 # ---- the handlers, fed their sample events -------------------------------------------
 
 
-def load_app(step: str) -> Iterator[ModuleType]:
-    name = f"handler_{step}"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "functions" / step / "app.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.modules.pop(name, None)
+@pytest.fixture
+def start_app(load_handler: Callable[[str], ModuleType], run_table: RunTable) -> ModuleType:
+    """The StartStress handler with its template environment (idempotency records go to the run table)."""
+    return load_handler("StartStressFunction")
 
 
 @pytest.fixture
-def start_app() -> Iterator[ModuleType]:
-    yield from load_app("start_stress")
-
-
-@pytest.fixture
-def stop_app() -> Iterator[ModuleType]:
-    yield from load_app("stop_stress")
+def stop_app(load_handler: Callable[[str], ModuleType], run_table: RunTable) -> ModuleType:
+    return load_handler("StopStressFunction")
 
 
 def sample(step: str) -> dict[str, Any]:
@@ -333,6 +319,19 @@ def test_the_start_sample_event_stresses_the_sample_runs_group(
     assert result["instance_ids"] == instances
     assert result["duration_seconds"] == event["duration_seconds"]
     assert [command["CommandId"] for command in sent_commands()] == [result["command_id"]]
+
+
+def test_a_retried_start_returns_the_first_command_and_sends_no_second_burn(
+    make_group: MakeGroup, start_app: ModuleType, lambda_context: FakeLambdaContext
+) -> None:
+    event = sample("start_stress")
+    make_group(name=event["auto_scaling_group_name"], run_tag=event["run_id"])
+    first = start_app.lambda_handler(event, lambda_context)
+
+    again = start_app.lambda_handler(event, lambda_context)
+
+    assert again == first
+    assert [command["CommandId"] for command in sent_commands()] == [first["command_id"]]
 
 
 def test_the_stop_sample_event_is_harmless_in_an_account_without_it(
