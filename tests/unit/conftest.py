@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from scalelab.ledger import RunTable
-from scalelab.models import PrepareEvent, RunConfig
+from scalelab.models import PrepareEvent, ProvisionResult, RunConfig
 from scalelab.prepare import prepare_run
+from scalelab.provision import provision_lab
 from scalelab.settings import ProvisionSettings
 from tests.conftest import apply_function_environment
 
@@ -33,3 +34,15 @@ def provision_settings(instance_profile: str, monkeypatch: pytest.MonkeyPatch) -
     assert environment["INSTANCE_PROFILE_ARN"] == instance_profile
     settings: ProvisionSettings = ProvisionSettings.from_env()
     return settings
+
+
+@pytest.fixture
+def config(prepare: PrepareRun, request: pytest.FixtureRequest) -> RunConfig:
+    """The prepared run named by the test module's ``RUN``."""
+    return prepare(request.module.RUN)
+
+
+@pytest.fixture
+def lab(config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable) -> ProvisionResult:
+    """That run's lab, provisioned in the emulated account."""
+    return provision_lab(config, provision_settings, run_table)

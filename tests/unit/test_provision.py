@@ -20,16 +20,6 @@ from tests.unit.conftest import PrepareRun
 RUN = "prov-0001"
 
 
-@pytest.fixture
-def config(prepare: PrepareRun) -> RunConfig:
-    return prepare(RUN)
-
-
-@pytest.fixture
-def lab(config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable) -> ProvisionResult:
-    return provision_lab(config, provision_settings, run_table)
-
-
 def tags_of(tag_list: list[dict[str, str]]) -> dict[str, str]:
     return {tag["Key"]: tag["Value"] for tag in tag_list}
 

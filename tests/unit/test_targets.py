@@ -9,19 +9,10 @@ import pytest
 
 from scalelab.clock import utc_iso
 from scalelab.errors import InvalidInput
-from scalelab.ledger import RunTable
 from scalelab.models import ProvisionResult, parse_event
-from scalelab.provision import provision_lab
-from scalelab.settings import ProvisionSettings
 from scalelab.targets import CheckTargetsEvent, TargetsNotHealthy, check_targets
-from tests.unit.conftest import PrepareRun
 
 RUN = "targets-0001"
-
-
-@pytest.fixture
-def lab(prepare: PrepareRun, provision_settings: ProvisionSettings, run_table: RunTable) -> ProvisionResult:
-    return provision_lab(prepare(RUN), provision_settings, run_table)
 
 
 def expect(

@@ -17,16 +17,6 @@ from tests.unit.conftest import PrepareRun
 RUN = "down-0001"
 
 
-@pytest.fixture
-def config(prepare: PrepareRun) -> RunConfig:
-    return prepare(RUN)
-
-
-@pytest.fixture
-def lab(config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable) -> ProvisionResult:
-    return provision_lab(config, provision_settings, run_table)
-
-
 def test_teardown_removes_every_tagged_resource_and_releases_the_lab(
     lab: ProvisionResult, run_table: RunTable
 ) -> None:

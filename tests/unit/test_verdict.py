@@ -11,10 +11,7 @@ import pytest
 from scalelab.clock import utc_iso
 from scalelab.ledger import RunTable
 from scalelab.models import ProvisionResult, RunConfig
-from scalelab.provision import provision_lab
-from scalelab.settings import ProvisionSettings
 from scalelab.verdict import JudgeEvent, ReportSettings, judge_run
-from tests.unit.conftest import PrepareRun
 
 RUN = "judge-0001"
 BUCKET = "scalelab-test-reports"
@@ -25,16 +22,6 @@ T0 = 1_800_000_000.0
 def settings(account: None) -> ReportSettings:
     boto3.client("s3").create_bucket(Bucket=BUCKET)
     return ReportSettings(REPORTS_BUCKET=BUCKET)
-
-
-@pytest.fixture
-def config(prepare: PrepareRun) -> RunConfig:
-    return prepare(RUN)
-
-
-@pytest.fixture
-def lab(config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable) -> ProvisionResult:
-    return provision_lab(config, provision_settings, run_table)
 
 
 def at(seconds: float) -> str:
