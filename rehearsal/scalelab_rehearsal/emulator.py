@@ -19,7 +19,8 @@ from botocore.config import Config
 from moto.awslambda.utils import get_backend as lambda_backend
 from moto.core.config import default_user_config
 from moto.events.models import Rule
-from moto.moto_server.threaded_moto_server import ThreadedMotoServer
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.deploy import Stack, deploy
@@ -29,6 +30,9 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 # Requests from the rehearsal's own clients carry this, so injected API faults spare them.
 REHEARSAL_AGENT = "scalelab-rehearsal"
+# How often an idle server looks for a stop request (werkzeug's default is 0.5 s,
+# which every rehearsal would wait out once at its end).
+SERVER_POLL_SECONDS = 0.02
 
 
 def free_port() -> int:
@@ -91,7 +95,9 @@ class Emulator:
         self.parameters = {"ScheduleEnabled": "false", **(parameters or {})}
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.server: ThreadedMotoServer | None = None
+        self.server: BaseWSGIServer | None = None
+        self._server_thread: threading.Thread | None = None
+        self._session = boto3.session.Session()
         self.stack: Stack | None = None
         self.runtime: LambdaRuntime | None = None
         self._undo: list[Callable[[], None]] = []
@@ -115,8 +121,21 @@ class Emulator:
         )
         self._undo.append(self._patch_config())
         self._undo.append(moto_fixes.install())
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
+        # moto's ThreadedMotoServer, with a shorter poll so that stopping is immediate.
+        self.server = make_server(
+            "127.0.0.1",
+            self.port,
+            DomainDispatcherApplication(create_backend_app),
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        self._server_thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": SERVER_POLL_SECONDS},
+            name="moto-server",
+            daemon=True,
+        )
+        self._server_thread.start()
         self.reset()
         self.stack = deploy(self.client, self.parameters)
         self.runtime = LambdaRuntime(self.stack.code_dirs)
@@ -133,8 +152,12 @@ class Emulator:
     def stop(self) -> None:
         if self.server is not None:
             self.reset()
-            self.server.stop()
+            self.server.shutdown()
+            self.server.server_close()
             self.server = None
+        if self._server_thread is not None:
+            self._server_thread.join()
+            self._server_thread = None
         while self._undo:
             self._undo.pop()()
         for name, value in self._saved_environment.items():
@@ -155,7 +178,7 @@ class Emulator:
 
     @cache  # noqa: B019 - one client per service for the emulator's lifetime
     def client(self, service: str) -> Any:
-        return boto3.session.Session().client(  # type: ignore[call-overload]
+        return self._session.client(  # type: ignore[call-overload]
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,

@@ -84,8 +84,9 @@ class LambdaRuntime:
         key = f"{fn.function_name}:{module_name}"
         with self._import_lock:
             if key not in self.modules:
-                path = self.code_dir(fn.function_name) / f"{module_name}.py"
-                self.modules[key] = _cold_start(key, path, fn.environment_vars or {})
+                code_dir = self.code_dir(fn.function_name)
+                environment = {**lambda_environment(fn, code_dir), **(fn.environment_vars or {})}
+                self.modules[key] = _cold_start(key, code_dir / f"{module_name}.py", environment)
         handler: Callable[[Any, Any], Any] = getattr(self.modules[key], handler_name)
         return handler
 
@@ -114,6 +115,20 @@ class LambdaRuntime:
     def _record(self, function: str, ok: bool, error_type: str | None, started: float) -> None:
         with self._record_lock:
             self.invocations.append(Invocation(function, ok, error_type, time.monotonic() - started))
+
+
+def lambda_environment(fn: LambdaFunction, code_dir: Path) -> dict[str, str]:
+    """The variables Lambda itself sets in a function's environment. Libraries read them:
+    the X-Ray SDK, for one, samples locally in Lambda instead of building a client for
+    the X-Ray daemon's sampling API."""
+    return {
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{fn.run_time}",
+        "AWS_LAMBDA_FUNCTION_NAME": fn.function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(fn.memory_size or 128),
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "LAMBDA_TASK_ROOT": str(code_dir),
+        "_HANDLER": str(fn.handler),
+    }
 
 
 def _error_payload(exc: BaseException) -> dict[str, Any]:

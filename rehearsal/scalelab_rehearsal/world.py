@@ -48,12 +48,12 @@ from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.ssm.models import ssm_backends
 
 from scalelab_rehearsal import moto_fixes
-from scalelab_rehearsal.emulator import ACCOUNT, REGION, REHEARSAL_AGENT, Emulator
+from scalelab_rehearsal.emulator import ACCOUNT, REGION, REHEARSAL_AGENT, SERVER_POLL_SECONDS, Emulator
 
 LOG = logging.getLogger("scalelab.rehearsal.world")
 
 # One real second is DEFAULT_SPEED simulated seconds.
-DEFAULT_SPEED = 1200.0
+DEFAULT_SPEED = 3600.0
 # AWS behaviour, in simulated seconds.
 BOOT_SECONDS = 60.0  # user data: dnf install nodejs, npm install pm2, start the app
 # A target group's HealthCheckIntervalSeconds and HealthyThresholdCount are read
@@ -464,7 +464,12 @@ class World:
                 pass
 
         self._front = ThreadingHTTPServer(("127.0.0.1", 0), FrontDoor)
-        threading.Thread(target=self._front.serve_forever, name="scalelab-alb", daemon=True).start()
+        threading.Thread(
+            target=self._front.serve_forever,
+            kwargs={"poll_interval": SERVER_POLL_SECONDS},
+            name="scalelab-alb",
+            daemon=True,
+        ).start()
         front_port = self._front.server_address[1]
         original = socket.getaddrinfo
 

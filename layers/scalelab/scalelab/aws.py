@@ -9,6 +9,7 @@ standard mode: backoff with jitter on throttling and transient errors.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
@@ -59,14 +60,27 @@ class AwsTransientError(ScalelabError):
     """
 
 
+# Clients come from one session, so botocore parses its endpoint and service
+# files once per process instead of once per client; creating clients from a
+# session is not thread-safe, hence the lock (clients themselves are).
+_session_lock = threading.Lock()
+
+
+@cache
+def _session() -> boto3.session.Session:
+    return boto3.session.Session()
+
+
 @cache
 def client(service: str) -> Any:
-    return boto3.session.Session().client(service, config=_CONFIG)  # type: ignore[call-overload]
+    with _session_lock:
+        return _session().client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
 def reset_clients() -> None:
-    """Forget cached clients (tests change region and endpoint between cases)."""
+    """Forget the session and its clients (tests change region and endpoint between cases)."""
     client.cache_clear()
+    _session.cache_clear()
 
 
 def error_code(exc: ClientError) -> str:
