@@ -10,6 +10,7 @@ import os
 import socket
 import threading
 import urllib.request
+import uuid
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -20,6 +21,7 @@ from moto.awslambda.utils import get_backend as lambda_backend
 from moto.core.config import default_user_config
 from moto.events.models import Rule
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scalelab_rehearsal import moto_fixes
@@ -43,28 +45,31 @@ def free_port() -> int:
 
 
 _targets_lock = threading.Lock()
+# Target ARNs moto's EventBridge cannot deliver to; the rehearsal delivers to them instead.
+_DELIVERED_HERE = (":lambda:", ":states:")
 
 
-def _deliver_to_lambda_targets() -> Callable[[], None]:
-    """moto matches EventBridge rules but leaves Lambda targets alone: invoke them, asynchronously."""
+def _deliver_to_lambda_and_state_machine_targets(emulator: Emulator) -> Callable[[], None]:
+    """moto matches EventBridge rules but leaves Lambda and Step Functions targets alone:
+    invoke the function or start the state machine, asynchronously, as EventBridge does."""
     original = Rule.send_to_targets
 
     def send_to_targets(self: Rule, original_event: Any, transform_input: bool = True) -> None:
-        lambda_targets = [target for target in self.targets if ":lambda:" in target["Arn"]]
-        if len(lambda_targets) < len(self.targets):
+        ours = [target for target in self.targets if any(kind in target["Arn"] for kind in _DELIVERED_HERE)]
+        if len(ours) < len(self.targets):
             with _targets_lock:
-                # moto raises for a Lambda target: hand it only the targets it supports.
-                all_targets, self.targets = self.targets, [t for t in self.targets if t not in lambda_targets]
+                # moto raises for these targets: hand it only the targets it supports.
+                all_targets, self.targets = self.targets, [t for t in self.targets if t not in ours]
                 try:
                     original(self, original_event, transform_input)
                 finally:
                     self.targets = all_targets
-        if not lambda_targets or not self.event_pattern.matches_event(original_event):
+        if not ours or not self.event_pattern.matches_event(original_event):
             return
-        for target in lambda_targets:
-            # EventBridge invokes Lambda asynchronously: the put_events caller does not wait.
+        for target in ours:
+            # The put_events caller does not wait for the targets.
             threading.Thread(
-                target=_invoke_event_target, args=(target["Arn"], dict(original_event)), daemon=True
+                target=_deliver, args=(emulator, target["Arn"], dict(original_event)), daemon=True
             ).start()
 
     Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
@@ -75,24 +80,79 @@ def _deliver_to_lambda_targets() -> Callable[[], None]:
     return undo
 
 
-def _invoke_event_target(function_arn: str, event: dict[str, Any]) -> None:
+def _deliver(emulator: Emulator, target_arn: str, event: dict[str, Any]) -> None:
     try:
+        if ":states:" in target_arn:
+            emulator.client("stepfunctions").start_execution(
+                stateMachineArn=target_arn, name=str(uuid.uuid4()), input=json.dumps(event, default=str)
+            )
+            return
         lambda_backend(ACCOUNT, REGION).invoke(
-            function_name=function_arn,
+            function_name=target_arn,
             qualifier=None,
             body=json.dumps(event, default=str),
             headers={"x-amz-invocation-type": "Event"},
             response_headers={},
         )
-    except Exception:  # an asynchronous invocation's failure is logged, as in Lambda
-        logging.getLogger("scalelab.rehearsal").exception("event target %s failed", function_arn)
+    except Exception:  # a failed delivery is logged, as EventBridge would count it
+        logging.getLogger("scalelab.rehearsal").exception("event target %s failed", target_arn)
+
+
+def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]:
+    """Step Functions puts an "Execution Status Change" event on the default bus when an
+    execution ends; moto's interpreter does not, so the rehearsal does, in AWS's shape."""
+    original = BaseExecutionWorkerCommunication.terminated
+
+    def terminated(self: BaseExecutionWorkerCommunication) -> None:
+        original(self)
+        execution = self.execution
+        if emulator.server is None:
+            return
+        detail = {
+            "executionArn": execution.exec_arn,
+            "stateMachineArn": execution.state_machine_arn,
+            "name": execution.name,
+            "status": str(execution.exec_status.value if execution.exec_status else "UNKNOWN"),
+            "startDate": int(execution.start_date.timestamp() * 1000),
+            "stopDate": int(execution.stop_date.timestamp() * 1000) if execution.stop_date else None,
+            "input": json.dumps(execution.input_data),
+            "output": None,
+            "error": execution.error,
+            "cause": execution.cause,
+        }
+        try:
+            emulator.client("events").put_events(
+                Entries=[
+                    {
+                        "Source": "aws.states",
+                        "DetailType": "Step Functions Execution Status Change",
+                        "Detail": json.dumps(detail, default=str),
+                        "Resources": [execution.exec_arn],
+                    }
+                ]
+            )
+        except Exception:  # the emulator is stopping
+            logging.getLogger("scalelab.rehearsal").debug("status change event not put", exc_info=True)
+
+    BaseExecutionWorkerCommunication.terminated = terminated  # type: ignore[method-assign]
+
+    def undo() -> None:
+        BaseExecutionWorkerCommunication.terminated = original  # type: ignore[method-assign]
+
+    return undo
 
 
 class Emulator:
     """Start, deploy, and stop the emulated account; one per process at a time."""
 
     def __init__(self, parameters: dict[str, str] | None = None, port: int | None = None) -> None:
-        self.parameters = {"ScheduleEnabled": "false", **(parameters or {})}
+        # A cleanup pass a second apart; a sweep may touch any run that has ended.
+        self.parameters = {
+            "ScheduleEnabled": "false",
+            "CleanupPollSeconds": "1",
+            "JanitorGraceSeconds": "0",
+            **(parameters or {}),
+        }
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.server: BaseWSGIServer | None = None
@@ -140,7 +200,8 @@ class Emulator:
         self.stack = deploy(self.client, self.parameters)
         self.runtime = LambdaRuntime(self.stack.code_dirs)
         self._undo.append(install(self.runtime))
-        self._undo.append(_deliver_to_lambda_targets())
+        self._undo.append(_deliver_to_lambda_and_state_machine_targets(self))
+        self._undo.append(_announce_execution_status_changes(self))
         return self
 
     def reset(self) -> None:

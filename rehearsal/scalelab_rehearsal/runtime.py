@@ -9,6 +9,7 @@ matches in Retry and Catch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -53,6 +54,11 @@ class LambdaContext:
         return max(0, int((self._deadline - time.monotonic()) * 1000))
 
 
+class LambdaTimedOut(Exception):
+    """A fault: the function runs, then Lambda reports it timed out (as when it is stopped at its
+    deadline after doing part or all of its work): Step Functions sees ``Sandbox.Timedout``."""
+
+
 @dataclass
 class Invocation:
     function: str
@@ -73,6 +79,13 @@ class LambdaRuntime:
         self.faults: Callable[[str, Any], Exception | None] = lambda _name, _event: None
         self._import_lock = threading.Lock()
         self._record_lock = threading.Lock()
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Invocations still running (a stopped execution does not stop its running Lambda)."""
+        with self._record_lock:
+            return self._in_flight
 
     def code_dir(self, function_name: str) -> Path:
         if function_name not in self.code_dirs:
@@ -99,10 +112,26 @@ class LambdaRuntime:
             memory_limit_in_mb=int(fn.memory_size or 128),
             timeout_seconds=int(fn.timeout or 3),
         )
-        for listener in self.listeners:
-            listener(fn.function_name, event)
+        with self._record_lock:
+            self._in_flight += 1
+        try:
+            for listener in self.listeners:
+                listener(fn.function_name, event)
+            return self._run(fn, event, context, started)
+        finally:
+            with self._record_lock:
+                self._in_flight -= 1
+
+    def _run(
+        self, fn: LambdaFunction, event: Any, context: LambdaContext, started: float
+    ) -> tuple[str, bool, str]:
         try:
             fault = self.faults(fn.function_name, event)
+            if isinstance(fault, LambdaTimedOut):
+                with contextlib.suppress(Exception):
+                    self.handler_for(fn)(event, context)
+                self._record(fn.function_name, False, "Sandbox.Timedout", started)
+                return json.dumps(_timeout_payload(context)), True, ""
             if fault is not None:
                 raise fault
             result = self.handler_for(fn)(event, context)
@@ -128,6 +157,14 @@ def lambda_environment(fn: LambdaFunction, code_dir: Path) -> dict[str, str]:
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "LAMBDA_TASK_ROOT": str(code_dir),
         "_HANDLER": str(fn.handler),
+    }
+
+
+def _timeout_payload(context: LambdaContext) -> dict[str, Any]:
+    return {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {context.aws_request_id} Error: Task timed out after "
+        f"{context.timeout_seconds:.2f} seconds",
     }
 
 

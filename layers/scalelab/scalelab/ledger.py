@@ -43,6 +43,16 @@ class RunRecord:
     refused: dict[str, str] = field(default_factory=dict)
     reason: str | None = None
     torn_down_at: int | None = None
+    started_at: int | None = None
+    # The Step Functions execution the run belongs to, so the janitor can ask whether it still runs.
+    execution_name: str | None = None
+
+
+@dataclass(frozen=True)
+class LabLock:
+    lab_name: str
+    run_id: str
+    lease_expires_at: int
 
 
 def _string_map(item: dict[str, Any], name: str) -> dict[str, str]:
@@ -59,13 +69,16 @@ class RunTable:
 
     # ---- run records -----------------------------------------------------------
 
-    def start_run(self, run_id: str, lab_name: str, config: dict[str, Any], now: float) -> None:
+    def start_run(
+        self, run_id: str, lab_name: str, config: dict[str, Any], now: float, execution_name: str
+    ) -> None:
         """Create (or, for a retried Prepare, refresh) the record of a run that passed validation."""
         self._ddb.update_item(
             TableName=self._name,
             Key=_run_key(run_id),
             UpdateExpression=(
                 "SET run_id = :run, lab_name = :lab, #status = :status, config_json = :config, "
+                "execution_name = :execution, "
                 "started_at = if_not_exists(started_at, :now), updated_at = :now, "
                 "resources = if_not_exists(resources, :empty), "
                 "refused = if_not_exists(refused, :empty), expires_at = :ttl"
@@ -76,6 +89,7 @@ class RunTable:
                 ":lab": {"S": lab_name},
                 ":status": {"S": "prepared"},
                 ":config": {"S": json.dumps(config, sort_keys=True)},
+                ":execution": {"S": execution_name},
                 ":now": {"N": str(int(now))},
                 ":empty": {"M": {}},
                 ":ttl": {"N": str(int(now) + self._ttl_seconds)},
@@ -122,7 +136,52 @@ class RunTable:
             refused=_string_map(found, "refused"),
             reason=found.get("reason", {}).get("S"),
             torn_down_at=int(found["torn_down_at"]["N"]) if "torn_down_at" in found else None,
+            started_at=int(found["started_at"]["N"]) if "started_at" in found else None,
+            execution_name=found.get("execution_name", {}).get("S"),
         )
+
+    def record_execution_end(self, run_id: str, execution_status: str, now: float) -> bool:
+        """Note how the run's execution ended when it ended abnormally (ABORTED, TIMED_OUT,
+        FAILED). A run that had no verdict yet takes that as its status, with a reason;
+        a verdict, once recorded, stays. False when there is no record of the run."""
+        try:
+            self._ddb.update_item(
+                TableName=self._name,
+                Key=_run_key(run_id),
+                UpdateExpression=(
+                    "SET execution_status = :execution, ended_at = if_not_exists(ended_at, :now), "
+                    "updated_at = :now"
+                ),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={
+                    ":execution": {"S": execution_status},
+                    ":now": {"N": str(int(now))},
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) == "ConditionalCheckFailedException":
+                return False
+            raise
+        try:
+            self._ddb.update_item(
+                TableName=self._name,
+                Key=_run_key(run_id),
+                UpdateExpression="SET #status = :status, reason = :reason",
+                ConditionExpression="#status = :prepared",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":status": {"S": execution_status.lower()},
+                    ":prepared": {"S": "prepared"},
+                    ":reason": {
+                        "S": f"the execution ended {execution_status} before a verdict; "
+                        "the janitor tore the lab down"
+                    },
+                },
+            )
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+        return True
 
     def mark_torn_down(self, run_id: str, now: float) -> None:
         """Note that nothing of the run is left; its status (the verdict) stays as it is."""
@@ -217,6 +276,24 @@ class RunTable:
                 f"lab {lab_name!r} is in use by run {active!r} (lease until {until}); "
                 "wait for that run to finish, or stop it and let teardown release the lab"
             ) from None
+
+    def locks(self) -> list[LabLock]:
+        """Every lab's lock (a handful of items: a scan with a filter is the right tool)."""
+        pages = self._ddb.get_paginator("scan").paginate(
+            TableName=self._name,
+            FilterExpression="sk = :lock",
+            ExpressionAttributeValues={":lock": {"S": LOCK_SK}},
+            ConsistentRead=True,
+        )
+        return [
+            LabLock(
+                lab_name=item["pk"]["S"].removeprefix("LAB#"),
+                run_id=item.get("run_id", {}).get("S", ""),
+                lease_expires_at=int(item.get("lease_expires_at", {}).get("N", "0")),
+            )
+            for page in pages
+            for item in page["Items"]
+        ]
 
     def lock_holder(self, lab_name: str) -> str | None:
         item = self._ddb.get_item(TableName=self._name, Key=_lock_key(lab_name), ConsistentRead=True)

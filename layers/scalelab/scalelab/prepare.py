@@ -42,7 +42,7 @@ def prepare_run(event: PrepareEvent, table: RunTable, now: float | None = None) 
         if run_input.lab.launch_template is not None:
             check_launch_template_exists(run_input.lab.launch_template.name)
         config = build_run_config(run_id, run_input, subnet_ids, vpc_id, now)
-        table.start_run(run_id, lab_name, config.model_dump(mode="json"), now)
+        table.start_run(run_id, lab_name, config.model_dump(mode="json"), now, event.execution_name)
         table.acquire_lock(lab_name, run_id, run_defaults().lock_lease_seconds, now)
     except ScalelabError as exc:
         logger.warning("run rejected", extra={"reason": str(exc), "error": type(exc).__name__})

@@ -85,6 +85,17 @@ class ProvisionSettings(EnvModel):
     instance_profile_arn: str = Field(alias="INSTANCE_PROFILE_ARN", min_length=1)
 
 
+class JanitorSettings(EnvModel):
+    """Which executions are the lab's, and how old a run must be before a sweep may touch it."""
+
+    state_machine_arn: str = Field(
+        alias="LAB_STATE_MACHINE_ARN", pattern=r"^arn:aws[a-z-]*:states:.+:stateMachine:.+"
+    )
+    grace_seconds: int = Field(alias="JANITOR_GRACE_SECONDS", ge=0, le=604_800)
+    # The cleanup state machine waits this long between teardown passes.
+    cleanup_poll_seconds: int = Field(alias="CLEANUP_POLL_SECONDS", ge=1, le=3600)
+
+
 @cache
 def run_defaults() -> RunDefaults:
     """The Prepare function's defaults, read once per process."""

@@ -40,6 +40,8 @@ NOT_FOUND_CODES = frozenset(
         "LoadBalancerNotFound",
         "TargetGroupNotFound",
         "ListenerNotFound",
+        "InvalidInstanceID.NotFound",
+        "InvalidInstanceID.Malformed",
     }
 )
 # Error codes meaning "AWS is still releasing something this depends on: try later".
@@ -128,6 +130,19 @@ def delete_security_group(group_id: str, run_id: str) -> Outcome:
     return Outcome.REMOVED
 
 
+def terminate_instance(instance_id: str, run_id: str) -> Outcome:
+    """An instance outside any group (its group is gone): the janitor's case, never the ledger's."""
+    ec2 = client("ec2")
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    instances = [instance for reservation in reservations for instance in reservation["Instances"]]
+    if not instances or instances[0]["State"]["Name"] == "terminated":
+        return Outcome.REMOVED
+    if not _owned(tag_dict(instances[0].get("Tags")), run_id):
+        return Outcome.REFUSED
+    ec2.terminate_instances(InstanceIds=[instance_id])
+    return Outcome.REMOVED
+
+
 DELETERS: dict[str, Callable[[str, str], Outcome]] = {
     "auto_scaling_group": delete_auto_scaling_group,
     "listener": delete_listener,
@@ -136,10 +151,14 @@ DELETERS: dict[str, Callable[[str, str], Outcome]] = {
     "launch_template": delete_launch_template,
     "instance_security_group": delete_security_group,
     "alb_security_group": delete_security_group,
+    # Found by the janitor's sweep through tags, where which group it was is unknown.
+    "security_group": delete_security_group,
+    "instance": terminate_instance,
 }
 
 
-def _attempt(kind: str, physical_id: str, run_id: str) -> Outcome:
+def delete_owned(kind: str, physical_id: str, run_id: str) -> Outcome:
+    """Delete one resource if it carries ``run_id``'s tag; what AWS is still releasing is PENDING."""
     try:
         return DELETERS[kind](physical_id, run_id)
     except _Gone:
@@ -175,7 +194,7 @@ def teardown_lab(run_id: str, table: RunTable, now: float | None = None) -> Tear
             remaining.append(f"{kind}:{physical_id}")
             logger.error("ledger lists a kind teardown cannot delete", extra={"kind": kind})
             continue
-        outcome = _attempt(kind, physical_id, run_id)
+        outcome = delete_owned(kind, physical_id, run_id)
         label = f"{kind}:{physical_id}"
         if outcome is Outcome.REMOVED:
             table.forget_resource(run_id, kind)

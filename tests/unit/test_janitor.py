@@ -1,0 +1,189 @@
+"""The janitor: ended runs leave nothing behind, running and foreign runs are left alone."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+
+from scalelab.errors import InvalidInput
+from scalelab.janitor import JanitorEvent, close_run, execution_arn, sweep
+from scalelab.ledger import RunTable
+from scalelab.models import ProvisionResult, RunConfig, parse_event
+from scalelab.naming import RUN_TAG
+from scalelab.provision import provision_lab
+from scalelab.settings import JanitorSettings, ProvisionSettings
+from tests.support.account import tagged_resources
+from tests.unit.conftest import PrepareRun
+
+RUN = "jan-0001"
+STATE_MACHINE_NAME = "scalelab-LabStateMachine-TEST"
+
+
+@pytest.fixture
+def settings(account: None) -> JanitorSettings:
+    """The lab's state machine exists (executions are looked up in it); no grace period."""
+    created = boto3.client("stepfunctions").create_state_machine(
+        name=STATE_MACHINE_NAME,
+        definition=json.dumps(
+            {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+        ),
+        roleArn="arn:aws:iam::123456789012:role/scalelab-test",
+    )
+    return JanitorSettings(
+        state_machine_arn=created["stateMachineArn"], grace_seconds=0, cleanup_poll_seconds=1
+    )
+
+
+def _start_execution(settings: JanitorSettings, name: str) -> None:
+    """An execution of the lab's state machine that stays RUNNING (moto runs no definition)."""
+    boto3.client("stepfunctions").start_execution(stateMachineArn=settings.state_machine_arn, name=name)
+
+
+def _stray_instance(config: RunConfig, run_id: str) -> str:
+    """An instance carrying the run's tag outside any group, as a crashed launch could leave."""
+    image = boto3.client("ec2").describe_images()["Images"][0]["ImageId"]
+    reservation = boto3.client("ec2").run_instances(
+        ImageId=image,
+        MinCount=1,
+        MaxCount=1,
+        SubnetId=config.lab.subnet_ids[0],
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": RUN_TAG, "Value": run_id}]}],
+    )
+    instance_id: str = reservation["Instances"][0]["InstanceId"]
+    return instance_id
+
+
+def test_a_sweep_removes_what_an_ended_run_left_even_outside_its_ledger(
+    lab: ProvisionResult, config: RunConfig, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    stray = _stray_instance(config, RUN)
+    # The ledger lost track of the load balancer and the group: the tags still lead to them.
+    run_table.forget_resource(RUN, "load_balancer")
+    run_table.forget_resource(RUN, "auto_scaling_group")
+
+    result = sweep(run_table, settings)
+
+    assert tagged_resources(RUN) == {}
+    assert f"{RUN} instance:{stray}" in result.removed
+    assert f"{RUN} load_balancer:{lab.load_balancer_arn}" in result.removed
+    assert f"{RUN} auto_scaling_group:{lab.auto_scaling_group_name}" in result.removed
+    assert result.could_not_remove == []
+    assert run_table.lock_holder("default") is None
+
+
+def test_a_sweep_leaves_a_run_whose_execution_is_still_running(
+    prepare: PrepareRun, provision_settings: ProvisionSettings, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    config = prepare("jan-running")
+    provision_lab(config, provision_settings, run_table)
+    _start_execution(settings, "jan-running")
+
+    result = sweep(run_table, settings)
+
+    assert set(tagged_resources("jan-running")) >= {"auto_scaling_groups", "load_balancers", "instances"}
+    assert result.removed == []
+    assert result.skipped == ["jan-running: its execution is still running"]
+    assert run_table.lock_holder("default") == "jan-running"
+
+
+def test_a_sweep_leaves_a_run_younger_than_the_grace_period(
+    lab: ProvisionResult, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    patient = settings.model_copy(update={"grace_seconds": 3600})
+
+    result = sweep(run_table, patient)
+
+    assert set(tagged_resources(RUN)) >= {"auto_scaling_groups", "load_balancers"}
+    assert result.skipped == [f"{RUN}: started less than 3600 s ago (the grace period)"]
+
+
+def test_a_sweep_past_the_grace_period_removes_the_run(
+    lab: ProvisionResult, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    patient = settings.model_copy(update={"grace_seconds": 3600})
+
+    sweep(run_table, patient, now=time.time() + 3601)
+
+    assert tagged_resources(RUN) == {}
+
+
+def test_a_sweep_never_touches_a_run_this_stack_has_no_record_of(
+    config: RunConfig, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    stranger = _stray_instance(config, "another-stacks-run")
+    untagged = boto3.client("ec2").create_security_group(
+        GroupName="bystander", Description="not scalelab's", VpcId=config.lab.vpc_id
+    )
+
+    result = sweep(run_table, settings)
+
+    assert tagged_resources("another-stacks-run") == {"instances": [stranger]}
+    assert boto3.client("ec2").describe_security_groups(GroupIds=[untagged["GroupId"]])["SecurityGroups"]
+    assert result.removed == []
+    assert result.skipped == [
+        "another-stacks-run: no record in this stack's run table, so not this stack's run: left alone"
+    ]
+
+
+def test_a_sweep_releases_the_lock_of_an_ended_run_and_keeps_a_running_ones(
+    prepare: PrepareRun, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    prepare("jan-ended", {"lab": {"name": "ended-lab"}})
+    prepare("jan-alive", {"lab": {"name": "alive-lab"}})
+    _start_execution(settings, "jan-alive")
+
+    result = sweep(run_table, settings)
+
+    assert result.locks_released == ["ended-lab (held by jan-ended)"]
+    assert run_table.lock_holder("ended-lab") is None
+    assert run_table.lock_holder("alive-lab") == "jan-alive"
+
+
+def test_close_notes_how_the_execution_ended_on_a_run_without_a_verdict(
+    config: RunConfig, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    result = close_run(RUN, "ABORTED", run_table, settings)
+
+    record = run_table.load_run(RUN)
+    assert result.recorded is True
+    assert result.poll_seconds == 1
+    assert record is not None
+    assert record.status == "aborted"
+    assert record.reason == "the execution ended ABORTED before a verdict; the janitor tore the lab down"
+
+
+def test_close_keeps_a_verdict_already_recorded(
+    config: RunConfig, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    run_table.record_verdict(RUN, False, "no scale-out within 600 s", "s3://reports/x.json", time.time())
+
+    close_run(RUN, "FAILED", run_table, settings)
+
+    record = run_table.load_run(RUN)
+    assert record is not None
+    assert (record.status, record.reason) == ("failed", "no scale-out within 600 s")
+
+
+def test_close_of_a_run_with_no_record_says_so(run_table: RunTable, settings: JanitorSettings) -> None:
+    assert close_run("never-prepared", "TIMED_OUT", run_table, settings).recorded is False
+
+
+def test_a_close_without_the_execution_is_invalid_input_naming_it() -> None:
+    with pytest.raises(InvalidInput, match="a close needs execution_name and status"):
+        parse_event({"action": "close", "status": "ABORTED"}, JanitorEvent, "Janitor event")
+
+
+def test_an_unknown_status_is_invalid_input_naming_the_field() -> None:
+    with pytest.raises(InvalidInput, match=r"^invalid Janitor event: status: "):
+        parse_event(
+            {"action": "close", "execution_name": "x", "status": "SUCCEEDED"}, JanitorEvent, "Janitor event"
+        )
+
+
+def test_the_execution_arn_is_built_from_the_state_machine_arn() -> None:
+    arn = execution_arn("arn:aws:states:eu-west-1:111122223333:stateMachine:scalelab-Lab-X", "nightly-1")
+
+    assert arn == "arn:aws:states:eu-west-1:111122223333:execution:scalelab-Lab-X:nightly-1"
