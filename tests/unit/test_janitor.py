@@ -148,7 +148,7 @@ def test_close_notes_how_the_execution_ended_on_a_run_without_a_verdict(
     result = close_run(RUN, "ABORTED", run_table, settings)
 
     record = run_table.load_run(RUN)
-    assert result.recorded is True
+    assert result.had_record is True
     assert result.poll_seconds == 1
     assert record is not None
     assert record.status == "aborted"
@@ -167,8 +167,18 @@ def test_close_keeps_a_verdict_already_recorded(
     assert (record.status, record.reason) == ("failed", "no scale-out within 600 s")
 
 
-def test_close_of_a_run_with_no_record_says_so(run_table: RunTable, settings: JanitorSettings) -> None:
-    assert close_run("never-prepared", "TIMED_OUT", run_table, settings).recorded is False
+def test_close_of_a_run_prepare_never_recorded_records_it(
+    run_table: RunTable, settings: JanitorSettings
+) -> None:
+    result = close_run("never-prepared", "TIMED_OUT", run_table, settings)
+
+    record = run_table.load_run("never-prepared")
+    assert result.had_record is False
+    assert record is not None
+    assert record.status == "timed_out"
+    assert (
+        record.reason == "the execution ended TIMED_OUT before Prepare recorded the run; nothing was created"
+    )
 
 
 def test_a_close_without_the_execution_is_invalid_input_naming_it() -> None:

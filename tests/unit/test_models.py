@@ -141,3 +141,22 @@ def test_one_message_names_every_bad_field() -> None:
 @pytest.mark.parametrize("raw", [None, [], "lab", 42])
 def test_input_that_is_not_an_object_is_rejected(raw: Any) -> None:
     assert "expected a JSON object" in rejection(raw)
+
+
+def test_deadlines_adding_up_past_the_cap_name_the_parameter() -> None:
+    with pytest.raises(InvalidInput) as raised:
+        parse_event(
+            {
+                "expectations": {
+                    "healthy_within_seconds": 5000,
+                    "scale_out_within_seconds": 5000,
+                    "new_instance_healthy_within_seconds": 1000,
+                }
+            },
+            RunInput,
+            "run input",
+        )
+
+    assert "expectations: the three deadlines add up to 11000 s, above the RunDeadlinesCapSeconds" in str(
+        raised.value
+    )

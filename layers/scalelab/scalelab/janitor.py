@@ -69,7 +69,8 @@ class JanitorEvent(InputModel):
 class CloseResult(OutputModel):
     run_id: str
     execution_status: str
-    recorded: bool
+    # False when Prepare never recorded the run (the close made its record).
+    had_record: bool
     poll_seconds: int
 
 
@@ -87,12 +88,12 @@ def close_run(
     waiting ``poll_seconds`` between passes."""
     now = time.time() if now is None else now
     logger.append_keys(run_id=run_id)
-    recorded = table.record_execution_end(run_id, execution_status, now)
-    logger.info("execution ended", extra={"execution_status": execution_status, "recorded": recorded})
+    had_record = table.record_execution_end(run_id, execution_status, now)
+    logger.info("execution ended", extra={"execution_status": execution_status, "had_record": had_record})
     return CloseResult(
         run_id=run_id,
         execution_status=execution_status,
-        recorded=recorded,
+        had_record=had_record,
         poll_seconds=settings.cleanup_poll_seconds,
     )
 

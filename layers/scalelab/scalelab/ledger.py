@@ -142,35 +142,46 @@ class RunTable:
 
     def record_execution_end(self, run_id: str, execution_status: str, now: float) -> bool:
         """Note how the run's execution ended when it ended abnormally (ABORTED, TIMED_OUT,
-        FAILED). A run that had no verdict yet takes that as its status, with a reason;
-        a verdict, once recorded, stays. False when there is no record of the run."""
-        try:
-            self._ddb.update_item(
-                TableName=self._name,
-                Key=_run_key(run_id),
-                UpdateExpression=(
-                    "SET execution_status = :execution, ended_at = if_not_exists(ended_at, :now), "
-                    "updated_at = :now"
-                ),
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={
-                    ":execution": {"S": execution_status},
-                    ":now": {"N": str(int(now))},
+        FAILED). A run without a verdict yet takes that as its status, with a reason; a
+        verdict, once recorded, stays. A run Prepare never recorded (its Lambda crashed
+        first) gets a record now, so no execution goes unaccounted for. True when the run
+        had a record already."""
+        ended = execution_status.lower()
+        old = self._ddb.update_item(
+            TableName=self._name,
+            Key=_run_key(run_id),
+            UpdateExpression=(
+                "SET run_id = :run, execution_status = :execution, ended_at = if_not_exists(ended_at, :now), "
+                "updated_at = :now, started_at = if_not_exists(started_at, :now), "
+                "#status = if_not_exists(#status, :ended), reason = if_not_exists(reason, :unrecorded), "
+                "resources = if_not_exists(resources, :empty), refused = if_not_exists(refused, :empty), "
+                "expires_at = if_not_exists(expires_at, :ttl)"
+            ),
+            ExpressionAttributeNames={"#status": "status"},
+            ExpressionAttributeValues={
+                ":run": {"S": run_id},
+                ":execution": {"S": execution_status},
+                ":now": {"N": str(int(now))},
+                ":ended": {"S": ended},
+                ":unrecorded": {
+                    "S": f"the execution ended {execution_status} before Prepare recorded the run; "
+                    "nothing was created"
                 },
-            )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
-            raise
+                ":empty": {"M": {}},
+                ":ttl": {"N": str(int(now) + self._ttl_seconds)},
+            },
+            ReturnValues="ALL_OLD",
+        )
+        existed = bool(old.get("Attributes"))
         try:
             self._ddb.update_item(
                 TableName=self._name,
                 Key=_run_key(run_id),
-                UpdateExpression="SET #status = :status, reason = :reason",
+                UpdateExpression="SET #status = :ended, reason = :reason",
                 ConditionExpression="#status = :prepared",
                 ExpressionAttributeNames={"#status": "status"},
                 ExpressionAttributeValues={
-                    ":status": {"S": execution_status.lower()},
+                    ":ended": {"S": ended},
                     ":prepared": {"S": "prepared"},
                     ":reason": {
                         "S": f"the execution ended {execution_status} before a verdict; "
@@ -181,7 +192,7 @@ class RunTable:
         except ClientError as exc:
             if error_code(exc) != "ConditionalCheckFailedException":
                 raise
-        return True
+        return existed
 
     def mark_torn_down(self, run_id: str, now: float) -> None:
         """Note that nothing of the run is left; its status (the verdict) stays as it is."""

@@ -125,6 +125,23 @@ class ExpectationsInput(InputModel):
         le=86_400,
     )
 
+    @model_validator(mode="after")
+    def _deadlines_fit_the_run(self) -> Self:
+        # Past the deadlines the run still stresses, judges and tears down, all before the
+        # state machine's own 4-hour timeout, which the cap keeps room for.
+        total = (
+            self.healthy_within_seconds
+            + self.scale_out_within_seconds
+            + self.new_instance_healthy_within_seconds
+        )
+        cap = run_defaults().run_deadlines_cap_seconds
+        if total > cap:
+            raise ValueError(
+                f"the three deadlines add up to {total} s, above the RunDeadlinesCapSeconds "
+                f"Parameter ({cap} s); shorten them or raise the Parameter"
+            )
+        return self
+
 
 class TimingInput(InputModel):
     poll_seconds: int = Field(default_factory=lambda: run_defaults().poll_seconds, ge=1, le=3600)

@@ -74,6 +74,7 @@ class RunDefaults(EnvModel):
     new_instance_healthy_within_seconds: int = Field(alias="DEFAULT_NEW_INSTANCE_HEALTHY_WITHIN_SECONDS")
     poll_seconds: int = Field(alias="DEFAULT_POLL_SECONDS")
     lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
+    run_deadlines_cap_seconds: int = Field(alias="RUN_DEADLINES_CAP_SECONDS", ge=3, le=13_800)
 
 
 class ProvisionSettings(EnvModel):

@@ -1,0 +1,114 @@
+"""The fault-injection matrix's account, how to wait for it to settle, and the tally for the summary line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from scalelab_rehearsal.emulator import Emulator
+
+from scalelab.naming import RUN_TAG
+
+# Every run, its cleanup and the sweep end well within this.
+SETTLE_DEADLINE_SECONDS = 120.0
+LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+
+
+@dataclass
+class Tally:
+    runs: int = 0
+    faults: int = 0
+    left: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"fault matrix: {self.runs} runs, {self.faults} faults injected, {len(self.left)} resources left"
+        )
+
+
+TALLY = Tally()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if TALLY.runs:
+        terminalreporter.write_line(TALLY.line())
+        for label in TALLY.left:
+            terminalreporter.write_line(f"  left: {label}")
+
+
+@pytest.fixture
+def emulator() -> Iterator[Emulator]:
+    """A fresh account per case, so a case's leftovers cannot hide in another's."""
+    with Emulator() as started:
+        yield started
+
+
+def everything_tagged() -> list[str]:
+    """Every live resource carrying a ``scalelab:run`` tag, of any run."""
+    tagged = boto3.client("resourcegroupstaggingapi").get_resources(TagFilters=[{"Key": RUN_TAG}])
+    found = [
+        mapping["ResourceARN"]
+        for mapping in tagged["ResourceTagMappingList"]
+        if ":instance/" not in mapping["ResourceARN"]  # instances: live ones below
+    ]
+    reservations = boto3.client("ec2").describe_instances(
+        Filters=[
+            {"Name": "tag-key", "Values": [RUN_TAG]},
+            {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES},
+        ]
+    )["Reservations"]
+    found += [instance["InstanceId"] for reservation in reservations for instance in reservation["Instances"]]
+    groups = boto3.client("autoscaling").describe_auto_scaling_groups(
+        Filters=[{"Name": "tag-key", "Values": [RUN_TAG]}]
+    )["AutoScalingGroups"]
+    found += [group["AutoScalingGroupName"] for group in groups]
+    return sorted(found)
+
+
+def table_items(emulator: Emulator, sort_key: str) -> list[dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(
+        TableName=emulator.stack.outputs["RunTableName"] if emulator.stack else "",
+        FilterExpression="sk = :sk",
+        ExpressionAttributeValues={":sk": {"S": sort_key}},
+        ConsistentRead=True,
+    )["Items"]
+    return list(items)
+
+
+def settle(emulator: Emulator) -> None:
+    """Wait until no lab or cleanup execution runs and no Lambda is still busy."""
+    assert emulator.stack is not None
+    sfn = boto3.client("stepfunctions")
+    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
+    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        running = [
+            execution
+            for machine in machines
+            for execution in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
+                "executions"
+            ]
+        ]
+        if not running and emulator.runtime is not None and emulator.runtime.in_flight == 0:
+            # An execution that just ended puts its status change event; let its cleanup start.
+            time.sleep(0.3)
+            if not sfn.list_executions(stateMachineArn=machines[1], statusFilter="RUNNING")["executions"]:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
+
+
+def sweep(emulator: Emulator) -> dict[str, Any]:
+    """The janitor's scheduled sweep, invoked as the schedule would."""
+    assert emulator.stack is not None
+    answer = boto3.client("lambda").invoke(
+        FunctionName=emulator.stack.resources["JanitorFunction"], Payload=json.dumps({"action": "sweep"})
+    )
+    result: dict[str, Any] = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, result
+    return result
