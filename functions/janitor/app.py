@@ -10,7 +10,6 @@ from scalelab.aws import name_transient_errors
 from scalelab.janitor import JanitorEvent, close_run, sweep
 from scalelab.ledger import RunTable
 from scalelab.models import parse_event
-from scalelab.naming import run_id_from_execution
 from scalelab.observability import logger, tracer
 from scalelab.settings import JanitorSettings, TableSettings
 
@@ -24,6 +23,5 @@ SETTINGS: JanitorSettings = JanitorSettings.from_env()
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_event(event, JanitorEvent, "Janitor event")
     if request.action == "close" and request.execution_name and request.status:
-        run_id = run_id_from_execution(request.execution_name)
-        return close_run(run_id, request.status, TABLE, SETTINGS).model_dump(mode="json")
+        return close_run(request.execution_name, request.status, TABLE, SETTINGS).model_dump(mode="json")
     return sweep(TABLE, SETTINGS).model_dump(mode="json")

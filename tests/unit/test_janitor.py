@@ -15,6 +15,7 @@ from scalelab.models import ProvisionResult, RunConfig, parse_event
 from scalelab.naming import RUN_TAG
 from scalelab.provision import provision_lab
 from scalelab.settings import JanitorSettings, ProvisionSettings
+from tests.conftest import TABLE_NAME
 from tests.support.account import tagged_resources
 from tests.unit.conftest import PrepareRun
 
@@ -33,7 +34,10 @@ def settings(account: None) -> JanitorSettings:
         roleArn="arn:aws:iam::123456789012:role/scalelab-test",
     )
     return JanitorSettings(
-        state_machine_arn=created["stateMachineArn"], grace_seconds=0, cleanup_poll_seconds=1
+        state_machine_arn=created["stateMachineArn"],
+        grace_seconds=0,
+        cleanup_poll_seconds=1,
+        lock_lease_seconds=14_400,
     )
 
 
@@ -191,6 +195,24 @@ def test_an_unknown_status_is_invalid_input_naming_the_field() -> None:
         parse_event(
             {"action": "close", "execution_name": "x", "status": "SUCCEEDED"}, JanitorEvent, "Janitor event"
         )
+
+
+def test_a_record_naming_no_execution_counts_as_running_until_its_lease_runs_out(
+    lab: ProvisionResult, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    # A record written before records named their execution.
+    boto3.client("dynamodb").update_item(
+        TableName=TABLE_NAME,
+        Key={"pk": {"S": f"RUN#{RUN}"}, "sk": {"S": "RUN"}},
+        UpdateExpression="REMOVE execution_name",
+    )
+
+    during = sweep(run_table, settings)
+    assert during.skipped == [f"{RUN}: its execution is still running"]
+    assert set(tagged_resources(RUN)) >= {"auto_scaling_groups"}
+
+    sweep(run_table, settings, now=time.time() + 14_401)
+    assert tagged_resources(RUN) == {}
 
 
 def test_the_execution_arn_is_built_from_the_state_machine_arn() -> None:

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from scalelab.aws import client, error_code
 from scalelab.ledger import RunRecord, RunTable
 from scalelab.models import InputModel, OutputModel
-from scalelab.naming import RUN_TAG, tag_dict
+from scalelab.naming import RUN_TAG, run_id_from_execution, tag_dict
 from scalelab.observability import logger
 from scalelab.settings import JanitorSettings
 from scalelab.teardown import Outcome, delete_owned, teardown_lab
@@ -82,13 +82,18 @@ class SweepResult(OutputModel):
 
 
 def close_run(
-    run_id: str, execution_status: str, table: RunTable, settings: JanitorSettings, now: float | None = None
+    execution_name: str,
+    execution_status: str,
+    table: RunTable,
+    settings: JanitorSettings,
+    now: float | None = None,
 ) -> CloseResult:
     """Note on the run record how its execution ended; the cleanup state machine tears it down next,
     waiting ``poll_seconds`` between passes."""
     now = time.time() if now is None else now
+    run_id = run_id_from_execution(execution_name)
     logger.append_keys(run_id=run_id)
-    had_record = table.record_execution_end(run_id, execution_status, now)
+    had_record = table.record_execution_end(run_id, execution_name, execution_status, now)
     logger.info("execution ended", extra={"execution_status": execution_status, "had_record": had_record})
     return CloseResult(
         run_id=run_id,
@@ -103,13 +108,15 @@ def execution_arn(state_machine_arn: str, execution_name: str) -> str:
     return f"{prefix}:execution:{name}:{execution_name}"
 
 
-def still_running(record: RunRecord, state_machine_arn: str) -> bool:
-    """Whether the run's execution is RUNNING, as Step Functions says (not a guess from the record)."""
+def still_running(record: RunRecord, settings: JanitorSettings, now: float) -> bool:
+    """Whether the run's execution is RUNNING, as Step Functions says (not a guess from the record).
+    A record that names no execution (written before records did) counts as running until the
+    lab's lease would have run out."""
     if record.execution_name is None:
-        return False
+        return (record.started_at or 0) + settings.lock_lease_seconds > now
     try:
         described = client("stepfunctions").describe_execution(
-            executionArn=execution_arn(state_machine_arn, record.execution_name)
+            executionArn=execution_arn(settings.state_machine_arn, record.execution_name)
         )
     except ClientError as exc:
         if error_code(exc) == "ExecutionDoesNotExist":
@@ -210,7 +217,7 @@ def sweep(table: RunTable, settings: JanitorSettings, now: float | None = None) 
 def _why_not_sweep(record: RunRecord | None, settings: JanitorSettings, now: float) -> str | None:
     if record is None:
         return "no record in this stack's run table, so not this stack's run: left alone"
-    if still_running(record, settings.state_machine_arn):
+    if still_running(record, settings, now):
         return "its execution is still running"
     if record.started_at is not None and now - record.started_at < settings.grace_seconds:
         return f"started less than {settings.grace_seconds} s ago (the grace period)"
@@ -250,7 +257,7 @@ def _release_stale_locks(table: RunTable, settings: JanitorSettings, now: float,
     for lock in table.locks():
         record = table.load_run(lock.run_id)
         if record is not None:
-            stale = not still_running(record, settings.state_machine_arn)
+            stale = not still_running(record, settings, now)
         else:
             stale = lock.lease_expires_at < now
         if stale and table.release_lock(lock.lab_name, lock.run_id):

@@ -96,7 +96,14 @@ class RunTable:
             },
         )
 
-    def reject_run(self, run_id: str, reason: str, now: float, lab_name: str | None = None) -> None:
+    def reject_run(
+        self,
+        run_id: str,
+        reason: str,
+        now: float,
+        lab_name: str | None = None,
+        execution_name: str | None = None,
+    ) -> None:
         """Keep a record of a run that was refused before it created anything."""
         values: dict[str, Any] = {
             ":run": {"S": run_id},
@@ -115,6 +122,9 @@ class RunTable:
         if lab_name is not None:
             expression += ", lab_name = :lab"
             values[":lab"] = {"S": lab_name}
+        if execution_name is not None:
+            expression += ", execution_name = :execution"
+            values[":execution"] = {"S": execution_name}
         self._ddb.update_item(
             TableName=self._name,
             Key=_run_key(run_id),
@@ -140,7 +150,9 @@ class RunTable:
             execution_name=found.get("execution_name", {}).get("S"),
         )
 
-    def record_execution_end(self, run_id: str, execution_status: str, now: float) -> bool:
+    def record_execution_end(
+        self, run_id: str, execution_name: str, execution_status: str, now: float
+    ) -> bool:
         """Note how the run's execution ended when it ended abnormally (ABORTED, TIMED_OUT,
         FAILED). A run without a verdict yet takes that as its status, with a reason; a
         verdict, once recorded, stays. A run Prepare never recorded (its Lambda crashed
@@ -152,6 +164,7 @@ class RunTable:
             Key=_run_key(run_id),
             UpdateExpression=(
                 "SET run_id = :run, execution_status = :execution, ended_at = if_not_exists(ended_at, :now), "
+                "execution_name = if_not_exists(execution_name, :name), "
                 "updated_at = :now, started_at = if_not_exists(started_at, :now), "
                 "#status = if_not_exists(#status, :ended), reason = if_not_exists(reason, :unrecorded), "
                 "resources = if_not_exists(resources, :empty), refused = if_not_exists(refused, :empty), "
@@ -161,6 +174,7 @@ class RunTable:
             ExpressionAttributeValues={
                 ":run": {"S": run_id},
                 ":execution": {"S": execution_status},
+                ":name": {"S": execution_name},
                 ":now": {"N": str(int(now))},
                 ":ended": {"S": ended},
                 ":unrecorded": {

@@ -46,7 +46,7 @@ def prepare_run(event: PrepareEvent, table: RunTable, now: float | None = None) 
         table.acquire_lock(lab_name, run_id, run_defaults().lock_lease_seconds, now)
     except ScalelabError as exc:
         logger.warning("run rejected", extra={"reason": str(exc), "error": type(exc).__name__})
-        table.reject_run(run_id, str(exc), now, lab_name)
+        table.reject_run(run_id, str(exc), now, lab_name, event.execution_name)
         raise
     logger.info("run prepared", extra={"lab": lab_name, "subnets": subnet_ids})
     return config

@@ -95,6 +95,7 @@ class JanitorSettings(EnvModel):
     grace_seconds: int = Field(alias="JANITOR_GRACE_SECONDS", ge=0, le=604_800)
     # The cleanup state machine waits this long between teardown passes.
     cleanup_poll_seconds: int = Field(alias="CLEANUP_POLL_SECONDS", ge=1, le=3600)
+    lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
 
 
 @cache
