@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 VENV := .venv
 VENV311 := .venv-py311
+VENV_CHECKOV := .venv-checkov
 BIN := $(VENV)/bin
 REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -16,7 +17,7 @@ TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
@@ -36,6 +37,12 @@ $(VENV311)/bin/.installed: requirements-test.txt constraints.txt layers/scalelab
 	  echo "setup: Python 3.11 is $$py" && "$$py" -m venv --clear $(VENV311) && \
 	  $(VENV311)/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt -c constraints.txt; \
 	else echo "setup: no Python 3.11 here; the tests run on 3.13 only"; fi
+	@touch $@
+
+# checkov has a virtual environment of its own: its dependencies conflict with the toolchain in .venv.
+$(VENV_CHECKOV)/bin/.installed: requirements-checkov.txt constraints-checkov.txt
+	@py=$$(scripts/find-python 3.13) && rm -rf $(VENV_CHECKOV) && "$$py" -m venv $(VENV_CHECKOV)
+	$(VENV_CHECKOV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
 	@touch $@
 
 /usr/bin/shellcheck:
@@ -62,9 +69,11 @@ lint: setup ## ruff and shellcheck
 typecheck: setup ## mypy on the deployed code
 	$(BIN)/mypy
 
-template: setup ## cfn-lint and sam validate --lint
+template: setup ## cfn-lint, sam validate --lint and checkov
 	$(BIN)/cfn-lint template.yaml
 	$(TEST_ENV) $(BIN)/sam validate --lint --template template.yaml --region $(REGION)
+	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(VENV_CHECKOV)/bin/checkov -f template.yaml \
+	  --framework cloudformation --skip-download --quiet --compact
 
 build: setup ## sam build (needs python3.13 on PATH: found and put there for you)
 	@py=$$(scripts/find-python 3.13) && PATH="$$(dirname "$$py"):$$PATH" \
@@ -78,4 +87,4 @@ unit-py311: setup ## pytest on Python 3.11, where it is installed (the fault mat
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV311) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
+	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info

@@ -62,6 +62,12 @@ class _NoManagedPolicies:
         return {}
 
 
+def translate(template: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation that the SAM transform makes of a packaged template (see ``package``)."""
+    translated: dict[str, Any] = transform(template, {}, _NoManagedPolicies())
+    return translated
+
+
 def _zip_folder(folder: Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -143,7 +149,7 @@ def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
         **(parameters or {}),
     }
     code_by_logical_id = package(template, clients("s3"))
-    translated = transform(template, {}, _NoManagedPolicies())
+    translated = translate(template)
     cloudformation = clients("cloudformation")
     unsupported = _Unsupported()
     moto_logger = logging.getLogger("moto")

@@ -1,4 +1,4 @@
-"""template.yaml and the ASL agree, and the functions' policies only touch what a run tagged."""
+"""template.yaml and the ASL agree. The IAM policies are checked in test_iam.py."""
 
 from __future__ import annotations
 
@@ -10,25 +10,11 @@ import pytest
 
 from tests.support.template import ROOT, function_ids, resource, template
 
-DESTRUCTIVE = re.compile(r":(Delete|Terminate|Modify|Authorize|Revoke|Put|Update|Create|Run|Attach|Detach)")
-# Condition keys that narrow an action to what scalelab made or may make.
-SCOPING_CONDITION_KEYS = re.compile(
-    r"^((aws|autoscaling|ec2):(Resource|Request)Tag/scalelab:run|\w+:CreateAction"
-    r"|iam:AWSServiceName|iam:PassedToService|ec2:LaunchTemplate)$"
-)
-
 
 def state_machine_definition() -> tuple[dict[str, Any], dict[str, Any]]:
     properties = resource("LabStateMachine")["Properties"]
     definition = json.loads((ROOT / properties["DefinitionUri"]).read_text())
     return definition, properties["DefinitionSubstitutions"]
-
-
-def policy_statements(logical_id: str) -> list[dict[str, Any]]:
-    statements: list[dict[str, Any]] = []
-    for policy in resource(logical_id)["Properties"].get("Policies", []):
-        statements.extend(policy.get("Statement", []))
-    return statements
 
 
 def substituted_definition() -> str:
@@ -128,35 +114,6 @@ def test_every_wait_and_deadline_comes_from_the_run_config() -> None:
             assert "Seconds" not in state, name
         if state["Type"] == "Task" and ".waitForTaskToken" in state["Resource"]:
             assert state["TimeoutSecondsPath"].startswith("$.config.expectations."), name
-
-
-@pytest.mark.parametrize("logical_id", function_ids())
-def test_destructive_actions_are_scoped_to_what_a_run_tagged(logical_id: str) -> None:
-    for statement in policy_statements(logical_id):
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        destructive = [action for action in actions if DESTRUCTIVE.search(action)]
-        if not destructive or statement["Resource"] != "*":
-            continue
-        keys = [key for operator in statement.get("Condition", {}).values() for key in operator]
-        assert any(SCOPING_CONDITION_KEYS.match(key) for key in keys), (logical_id, statement["Sid"])
-
-
-@pytest.mark.parametrize("logical_id", function_ids())
-def test_deletes_require_the_run_tag_on_the_resource(logical_id: str) -> None:
-    for statement in policy_statements(logical_id):
-        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-        if any(":Delete" in action and not action.startswith("dynamodb:") for action in actions):
-            assert statement["Condition"] == {"Null": {_resource_tag_key(actions[0]): "false"}}, statement[
-                "Sid"
-            ]
-
-
-def _resource_tag_key(action: str) -> str:
-    return (
-        "autoscaling:ResourceTag/scalelab:run"
-        if action.startswith("autoscaling:")
-        else "aws:ResourceTag/scalelab:run"
-    )
 
 
 def test_every_function_has_a_log_group_with_retention() -> None:
