@@ -16,7 +16,7 @@ from scalelab.naming import RUN_TAG
 from scalelab.provision import provision_lab
 from scalelab.settings import JanitorSettings, ProvisionSettings
 from tests.conftest import TABLE_NAME
-from tests.support.account import tagged_resources
+from tests.support.account import aws_fault, tagged_resources
 from tests.unit.conftest import PrepareRun
 
 RUN = "jan-0001"
@@ -76,6 +76,17 @@ def test_a_sweep_removes_what_an_ended_run_left_even_outside_its_ledger(
     assert f"{RUN} auto_scaling_group:{lab.auto_scaling_group_name}" in result.removed
     assert result.could_not_remove == []
     assert run_table.lock_holder("default") is None
+
+
+def test_a_failing_ledger_teardown_does_not_stop_the_sweep(
+    lab: ProvisionResult, run_table: RunTable, settings: JanitorSettings
+) -> None:
+    with aws_fault("elbv2", "DeleteLoadBalancer", "AccessDenied"):
+        result = sweep(run_table, settings)
+
+    assert result.could_not_remove == [f"{RUN}: the ledger's teardown failed (AccessDenied)"]
+    assert f"{RUN} load_balancer:{lab.load_balancer_arn}" in result.removed
+    assert tagged_resources(RUN) == {}
 
 
 def test_a_sweep_leaves_a_run_whose_execution_is_still_running(

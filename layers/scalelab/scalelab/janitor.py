@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from scalelab.aws import client, error_code
 from scalelab.ledger import RunRecord, RunTable
-from scalelab.models import InputModel, OutputModel
+from scalelab.models import InputModel, OutputModel, TeardownResult
 from scalelab.naming import RUN_TAG, run_id_from_execution, tag_dict
 from scalelab.observability import logger
 from scalelab.settings import JanitorSettings
@@ -38,7 +38,8 @@ TAGGED_TYPES = (
     "elasticloadbalancing:targetgroup",
     "elasticloadbalancing:listener",
 )
-# Dependency order, as in teardown: groups and instances first, security groups last.
+# Dependency order, as in teardown: groups and instances first, security groups last
+# (the instances' group before the load balancer's, which it references).
 SWEEP_ORDER = (
     "auto_scaling_group",
     "instance",
@@ -46,7 +47,9 @@ SWEEP_ORDER = (
     "load_balancer",
     "target_group",
     "launch_template",
+    "instance_security_group",
     "security_group",
+    "alb_security_group",
 )
 LIVE_INSTANCE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -128,7 +131,8 @@ def still_running(record: RunRecord, settings: JanitorSettings, now: float) -> b
 def tagged_resources() -> dict[str, set[tuple[str, str]]]:
     """Every resource tagged ``scalelab:run`` in the region, by run id: ``(kind, id)`` pairs."""
     found: dict[str, set[tuple[str, str]]] = defaultdict(set)
-    for run_id, kind_and_id in (*_tagged_through_the_tagging_api(), *_tagged_groups(), *_tagged_instances()):
+    every = (*_tagged_through_the_tagging_api(), *_tagged_groups(), *_tagged_instances(), *_tagged_ec2())
+    for run_id, kind_and_id in every:
         found[run_id].add(kind_and_id)
     return dict(found)
 
@@ -183,6 +187,26 @@ def _tagged_instances() -> list[tuple[str, tuple[str, str]]]:
     ]
 
 
+def _tagged_ec2() -> list[tuple[str, tuple[str, str]]]:
+    """Security groups and launch templates through EC2's own API too (the Tagging API's
+    coverage of EC2 types has varied)."""
+    ec2 = client("ec2")
+    tagged = [{"Name": "tag-key", "Values": [RUN_TAG]}]
+    groups = [
+        (run_id, ("security_group", group["GroupId"]))
+        for page in ec2.get_paginator("describe_security_groups").paginate(Filters=tagged)
+        for group in page["SecurityGroups"]
+        if (run_id := tag_dict(group.get("Tags")).get(RUN_TAG))
+    ]
+    templates = [
+        (run_id, ("launch_template", template["LaunchTemplateId"]))
+        for page in ec2.get_paginator("describe_launch_templates").paginate(Filters=tagged)
+        for template in page["LaunchTemplates"]
+        if (run_id := tag_dict(template.get("Tags")).get(RUN_TAG))
+    ]
+    return groups + templates
+
+
 def _kind_and_id(arn: str) -> tuple[str, str] | None:
     parts = arn.split(":", 5)
     if len(parts) < 6:
@@ -230,14 +254,23 @@ def _sweep_run(
     logger.append_keys(run_id=run_id)
     # The ledger first (its teardown releases the lock and marks the record), then
     # whatever carries the run's tag but is not, or no longer, in the ledger.
-    teardown = teardown_lab(run_id, table, now)
+    try:
+        teardown = teardown_lab(run_id, table, now)
+    except ClientError as exc:
+        # One run's failure must not stop the sweep: its tagged resources are still tried below.
+        logger.warning("ledger teardown failed", extra={"code": error_code(exc)})
+        result.could_not_remove.append(f"{run_id}: the ledger's teardown failed ({error_code(exc)})")
+        teardown = TeardownResult(done=False, removed=[], remaining=[], refused=[])
     result.removed.extend(f"{run_id} {label}" for label in teardown.removed)
     result.could_not_remove.extend(f"{run_id} {label}: still releasing" for label in teardown.remaining)
     result.could_not_remove.extend(f"{run_id} {label}: not tagged for the run" for label in teardown.refused)
     handled = {label.split(":", 1)[1] for label in (*teardown.removed, *teardown.remaining)}
-    for kind, physical_id in sorted(resources, key=lambda item: (SWEEP_ORDER.index(item[0]), item[1])):
+    record = table.load_run(run_id)
+    still_listed = set(record.resources.items()) if record is not None else set()
+    for kind, physical_id in sorted(resources | still_listed, key=_in_sweep_order):
         if physical_id in handled:
             continue
+        handled.add(physical_id)
         label = f"{run_id} {kind}:{physical_id}"
         try:
             outcome = delete_owned(kind, physical_id, run_id)
@@ -251,6 +284,11 @@ def _sweep_run(
             result.could_not_remove.append(f"{label}: still releasing, the next sweep retries")
         else:
             result.could_not_remove.append(f"{label}: not tagged for the run")
+
+
+def _in_sweep_order(item: tuple[str, str]) -> tuple[int, str]:
+    kind, physical_id = item
+    return (SWEEP_ORDER.index(kind) if kind in SWEEP_ORDER else len(SWEEP_ORDER), physical_id)
 
 
 def _release_stale_locks(table: RunTable, settings: JanitorSettings, now: float, result: SweepResult) -> None:
