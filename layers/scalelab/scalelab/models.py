@@ -143,7 +143,8 @@ class PrepareEvent(InputModel):
     """What the state machine hands Prepare: the execution's name and its raw input."""
 
     execution_name: str = Field(min_length=1, max_length=80)
-    input: dict[str, Any] = Field(default_factory=dict)
+    # Any JSON value: Prepare rejects what is not an object itself, so the rejection is recorded.
+    input: Any = Field(default_factory=dict)
 
 
 # ---- what Prepare hands the later states -------------------------------------------
