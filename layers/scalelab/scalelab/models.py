@@ -8,7 +8,7 @@ which template.yaml fills from its Parameters.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self, TypeVar
 
 from aws_lambda_powertools.utilities.parser import BaseModel, ValidationError, parse
@@ -18,12 +18,42 @@ from scalelab.clock import as_utc
 from scalelab.errors import InvalidInput
 from scalelab.settings import run_defaults
 
-# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
-Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(as_utc)]
-
 LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
 RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+
+# ---- timestamps -----------------------------------------------------------------------
+
+# The moments a run can record. Bounding them here means no later date
+# arithmetic (a deadline, a duration, a conversion to UTC) can overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _recordable(moment: datetime) -> datetime:
+    """``moment`` in UTC, or a ValueError (which pydantic reports) when it is out of range."""
+    try:
+        utc = as_utc(moment)
+    except OverflowError:  # an offset pushing year 1 or 9999 past the calendar's ends
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"{moment.isoformat()} is not a time a run can have (UTC years 1970 to 2999)")
+    return utc
+
+
+def _timestamp_text(value: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
+    _recordable(moment)
+    return value
+
+
+# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
+Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(_recordable)]
+# One a step wrote and a later one reads back (Judge): kept as written, checked to be readable.
+TimestampText = Annotated[str, AfterValidator(_timestamp_text)]
 
 
 class InputModel(BaseModel):
@@ -205,7 +235,7 @@ class RunConfig(OutputModel):
     timing: TimingConfig
     names: ResourceNames
     tags: dict[str, str]
-    started_at: str
+    started_at: TimestampText
 
 
 class RunRef(OutputModel):
@@ -226,7 +256,7 @@ class ProvisionResult(OutputModel):
     listener_arn: str
     auto_scaling_group_name: str
     scaling_policy_arn: str
-    provisioned_at: str
+    provisioned_at: TimestampText
 
 
 class TeardownResult(OutputModel):
