@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.parser import BaseModel
 
 from scalelab.errors import InvalidInput
 from scalelab.ledger import RunTable
-from scalelab.models import PrepareEvent, parse_event
+from scalelab.models import PrepareEvent, RunConfig, parse_event
 from scalelab.prepare import prepare_run
 from scalelab.scaleout import AutoScalingEvent, AwaitScaleOutEvent
 from scalelab.targets import CheckTargetsEvent
@@ -90,3 +90,46 @@ def test_a_time_no_run_can_have_is_rejected_naming_the_field(
     event = changed(event_for(logical_id), path, moment)
 
     assert f"{path}: {moment} is not a time a run can have" in rejection(event, model)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        # Was written into the instances' user data, where $(...) runs as root at boot.
+        ("lab.health_path", "/$(reboot)", "lab.health_path: String should match pattern"),
+        # Was botocore's ParamValidationError.
+        ("lab.app_port", -1, "lab.app_port: Input should be greater than or equal to 1024"),
+        ("lab.cpu_target_percent", float("nan"), "lab.cpu_target_percent: Input should be less than 100"),
+        # Was SubnetNotFound, once four resources existed.
+        ("lab.subnet_ids", [], "lab.subnet_ids: List should have at least 2 items"),
+        ("lab.vpc_id", "vpc-123", "lab.vpc_id: String should match pattern"),
+        ("lab.min_size", 5, "lab: desired_capacity (2) is below min_size (5)"),
+        ("run_id", "Not A Run", "run_id: String should match pattern"),
+        ("started_at", "soon", "started_at: 'soon' is not an ISO-8601 timestamp"),
+    ],
+)
+def test_a_provision_config_aws_would_refuse_is_rejected_naming_the_field(
+    path: str, value: Any, problem: str
+) -> None:
+    event = changed(event_for("ProvisionLabFunction"), path, value)
+
+    assert problem in rejection(event, RunConfig)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        # Was created tagged for another run, then refused (ForeignResource) and left behind.
+        ("tags.scalelab:run", "another-run", "tags: are not the tags Prepare derives from run_id"),
+        # Was a ClientError: a tag specification needs a tag.
+        ("tags", {}, "tags: are not the tags Prepare derives from run_id"),
+        ("names.load_balancer", "not-the-runs", "names: are not the names Prepare derives from run_id"),
+        ("run_id", "another-run", "names: are not the names Prepare derives from run_id 'another-run'"),
+    ],
+)
+def test_a_config_whose_names_or_tags_are_not_its_runs_is_rejected(
+    path: str, value: Any, problem: str
+) -> None:
+    event = changed(event_for("ProvisionLabFunction"), path, value)
+
+    assert problem in rejection(event, RunConfig)
