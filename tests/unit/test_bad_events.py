@@ -133,3 +133,10 @@ def test_a_config_whose_names_or_tags_are_not_its_runs_is_rejected(
     event = changed(event_for("ProvisionLabFunction"), path, value)
 
     assert problem in rejection(event, RunConfig)
+
+
+def test_an_auto_scaling_event_id_too_long_for_the_run_log_is_rejected() -> None:
+    # Was DynamoDB's ValidationException: the log's sort key is limited to 1024 bytes.
+    event = changed(event_for("OnScalingEventFunction"), "id", "x" * 1100)
+
+    assert "id: String should have at most 128 characters" in rejection(event, AutoScalingEvent)

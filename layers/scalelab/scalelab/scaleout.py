@@ -137,6 +137,8 @@ class AutoScalingDetail(BaseModel):
 class AutoScalingEvent(EventBridgeModel):
     """An EventBridge event from Auto Scaling with its detail typed."""
 
+    # EventBridge's id is a UUID; the bound keeps the run log's sort key within DynamoDB's 1024 bytes.
+    id: str = Field(min_length=1, max_length=128)
     time: Timestamp
     detail: AutoScalingDetail
 
