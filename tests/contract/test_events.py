@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -20,23 +19,10 @@ import pytest
 from scalelab.naming import resource_names
 from tests.conftest import REPORTS_BUCKET, FakeLambdaContext
 from tests.support.account import tagged_resources
-from tests.support.template import ROOT, function_code, function_ids, resource
+from tests.support.events import EVENTS, event_for, invoke, with_emulated_network
+from tests.support.template import function_ids
 
-EVENTS = ROOT / "events"
 SAMPLE_RUN = "sample-run-0001"
-
-
-def event_for(logical_id: str) -> dict[str, Any]:
-    code_dir = Path(resource(logical_id)["Properties"]["CodeUri"]).name
-    loaded: dict[str, Any] = json.loads((EVENTS / f"{code_dir}.json").read_text())
-    return loaded
-
-
-def invoke(
-    handler_module: ModuleType, logical_id: str, event: dict[str, Any], context: FakeLambdaContext
-) -> Any:
-    _path, _module, function = function_code(logical_id)
-    return getattr(handler_module, function)(event, context)
 
 
 @pytest.mark.parametrize("logical_id", function_ids())
@@ -55,26 +41,6 @@ def test_the_provision_event_uses_the_names_prepare_derives() -> None:
 
     assert event["run_id"] == SAMPLE_RUN
     assert event["names"] == resource_names(SAMPLE_RUN).model_dump()
-
-
-def with_emulated_network(event: dict[str, Any]) -> dict[str, Any]:
-    """The sample's subnet and VPC ids, swapped for the emulated account's default VPC.
-
-    moto gives its default subnets new random ids in every account, so a
-    checked-in id cannot exist there; everything else is the sample as is.
-    """
-    ec2 = boto3.client("ec2")
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
-    zones: dict[str, str] = {}
-    for subnet in subnets:
-        zones.setdefault(subnet["AvailabilityZone"], subnet["SubnetId"])
-    lab = {
-        **event["lab"],
-        "vpc_id": vpc,
-        "subnet_ids": sorted(zones.values())[: len(event["lab"]["subnet_ids"])],
-    }
-    return {**event, "lab": lab}
 
 
 def test_the_sample_events_run_a_lab_and_remove_it(

@@ -93,3 +93,33 @@ def aws_fault(service: str, operation: str, code: str, times: int = 1) -> Iterat
         yield served
     finally:
         aws.client(service).meta.events.unregister(event, fail)
+
+
+def lab_resources() -> dict[str, list[str]]:
+    """Every resource of a kind a lab is made of, whoever made it and however tagged (live ones only).
+
+    The default VPC's own security groups are not counted: every account has them.
+    """
+    ec2 = boto3.client("ec2")
+    elbv2 = boto3.client("elbv2")
+    reservations = ec2.describe_instances(
+        Filters=[{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
+    )["Reservations"]
+    found = {
+        "instances": [instance["InstanceId"] for r in reservations for instance in r["Instances"]],
+        "security_groups": [
+            group["GroupId"]
+            for group in ec2.describe_security_groups()["SecurityGroups"]
+            if group["GroupName"] != "default"
+        ],
+        "launch_templates": [
+            template["LaunchTemplateId"] for template in ec2.describe_launch_templates()["LaunchTemplates"]
+        ],
+        "load_balancers": [lb["LoadBalancerArn"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]],
+        "target_groups": [tg["TargetGroupArn"] for tg in elbv2.describe_target_groups()["TargetGroups"]],
+        "auto_scaling_groups": [
+            group["AutoScalingGroupName"]
+            for group in boto3.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+        ],
+    }
+    return {kind: ids for kind, ids in found.items() if ids}

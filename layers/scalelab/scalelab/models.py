@@ -8,22 +8,77 @@ which template.yaml fills from its Parameters.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Self, TypeVar
 
 from aws_lambda_powertools.utilities.parser import BaseModel, ValidationError, parse
-from pydantic import AfterValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scalelab.clock import as_utc
 from scalelab.errors import InvalidInput
+from scalelab.naming import ResourceNames, resource_names, run_tags
 from scalelab.settings import run_defaults
-
-# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
-Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(as_utc)]
 
 LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
 RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
+VPC_ID_PATTERN = r"^vpc-[0-9a-f]{8,17}$"
+
+# ---- timestamps -----------------------------------------------------------------------
+
+# The moments a run can record. Bounding them here means no later date
+# arithmetic (a deadline, a duration, a conversion to UTC) can overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _recordable(moment: datetime) -> datetime:
+    """``moment`` in UTC, or a ValueError (which pydantic reports) when it is out of range."""
+    try:
+        utc = as_utc(moment)
+    except OverflowError:  # an offset pushing year 1 or 9999 past the calendar's ends
+        utc = None
+    if utc is None or not EARLIEST <= utc < LATEST:
+        raise ValueError(f"{moment.isoformat()} is not a time a run can have (UTC years 1970 to 2999)")
+    return utc
+
+
+def _timestamp_text(value: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
+    _recordable(moment)
+    return value
+
+
+# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
+Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(_recordable)]
+# One a step wrote and a later one reads back (Judge): kept as written, checked to be readable.
+TimestampText = Annotated[str, AfterValidator(_timestamp_text)]
+
+# ---- what a lab is made of (the run input and the run config share these rules) -------------
+
+LabName = Annotated[str, Field(pattern=LAB_NAME_PATTERN)]
+AppPort = Annotated[int, Field(ge=1024, le=65535)]
+# No quote or shell-special character: the path is written into the instances' user data.
+HealthPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$")]
+CpuPercent = Annotated[float, Field(gt=0, lt=100)]
+
+
+def size_problems(min_size: int, desired_capacity: int, max_size: int) -> list[str]:
+    """Why an Auto Scaling group could not have these sizes, or could not scale out (none: it can)."""
+    problems = []
+    if desired_capacity < min_size:
+        problems.append(f"desired_capacity ({desired_capacity}) is below min_size ({min_size})")
+    if max_size < desired_capacity:
+        problems.append(f"max_size ({max_size}) is below desired_capacity ({desired_capacity})")
+    elif max_size == desired_capacity:
+        problems.append(
+            f"max_size ({max_size}) must be above desired_capacity "
+            f"({desired_capacity}) or the group has no room to scale out"
+        )
+    return problems
 
 
 class InputModel(BaseModel):
@@ -40,17 +95,14 @@ class LaunchTemplateRef(InputModel):
 
 
 class LabInput(InputModel):
-    name: str = Field(default_factory=lambda: run_defaults().lab_name, pattern=LAB_NAME_PATTERN)
+    name: LabName = Field(default_factory=lambda: run_defaults().lab_name)
     instance_type: str = Field(default_factory=lambda: run_defaults().instance_type)
     min_size: int = Field(default_factory=lambda: run_defaults().min_size, ge=0)
     desired_capacity: int = Field(default_factory=lambda: run_defaults().desired_capacity, ge=1)
     max_size: int = Field(default_factory=lambda: run_defaults().max_size, ge=1)
-    app_port: int = Field(default_factory=lambda: run_defaults().app_port, ge=1024, le=65535)
-    health_path: str = Field(
-        default_factory=lambda: run_defaults().health_path,
-        pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$",
-    )
-    cpu_target_percent: float = Field(default_factory=lambda: run_defaults().cpu_target_percent, gt=0, lt=100)
+    app_port: AppPort = Field(default_factory=lambda: run_defaults().app_port)
+    health_path: HealthPath = Field(default_factory=lambda: run_defaults().health_path)
+    cpu_target_percent: CpuPercent = Field(default_factory=lambda: run_defaults().cpu_target_percent)
     subnet_ids: list[str] = Field(default_factory=lambda: list(run_defaults().subnet_ids))
     launch_template: LaunchTemplateRef | None = None
 
@@ -85,16 +137,7 @@ class LabInput(InputModel):
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> Self:
-        problems = []
-        if self.desired_capacity < self.min_size:
-            problems.append(f"desired_capacity ({self.desired_capacity}) is below min_size ({self.min_size})")
-        if self.max_size < self.desired_capacity:
-            problems.append(f"max_size ({self.max_size}) is below desired_capacity ({self.desired_capacity})")
-        elif self.max_size == self.desired_capacity:
-            problems.append(
-                f"max_size ({self.max_size}) must be above desired_capacity "
-                f"({self.desired_capacity}) or the group has no room to scale out"
-            )
+        problems = size_problems(self.min_size, self.desired_capacity, self.max_size)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -160,7 +203,8 @@ class PrepareEvent(InputModel):
     """What the state machine hands Prepare: the execution's name and its raw input."""
 
     execution_name: str = Field(min_length=1, max_length=80)
-    input: dict[str, Any] = Field(default_factory=dict)
+    # Any JSON value: Prepare rejects what is not an object itself, so the rejection is recorded.
+    input: Any = Field(default_factory=dict)
 
 
 # ---- what Prepare hands the later states -------------------------------------------
@@ -173,28 +217,27 @@ class OutputModel(BaseModel):
 
 
 class LabConfig(OutputModel):
-    name: str
-    instance_type: str
-    min_size: int
-    desired_capacity: int
-    max_size: int
-    app_port: int
-    health_path: str
-    cpu_target_percent: float
-    subnet_ids: list[str]
-    vpc_id: str
+    """The lab as Prepare resolved it. Provision builds exactly this, so it is checked again here."""
+
+    name: LabName
+    instance_type: str = Field(min_length=1)
+    min_size: int = Field(ge=0)
+    desired_capacity: int = Field(ge=1)
+    max_size: int = Field(ge=1)
+    app_port: AppPort
+    health_path: HealthPath
+    cpu_target_percent: CpuPercent
+    # A load balancer needs subnets in two availability zones (Prepare checked which).
+    subnet_ids: list[Annotated[str, Field(pattern=SUBNET_ID_PATTERN)]] = Field(min_length=2)
+    vpc_id: str = Field(pattern=VPC_ID_PATTERN)
     launch_template: LaunchTemplateRef | None = None
 
-
-class ResourceNames(OutputModel):
-    """Physical names of the run's resources, derived once in Prepare."""
-
-    alb_security_group: str
-    instance_security_group: str
-    launch_template: str
-    target_group: str
-    load_balancer: str
-    auto_scaling_group: str
+    @model_validator(mode="after")
+    def _sizes_consistent(self) -> Self:
+        problems = size_problems(self.min_size, self.desired_capacity, self.max_size)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class StressConfig(OutputModel):
@@ -212,16 +255,43 @@ class TimingConfig(OutputModel):
 
 
 class RunConfig(OutputModel):
-    """The normalised run: every later state reads this, never the raw input."""
+    """The normalised run: every later state reads this, never the raw input.
 
-    run_id: str
+    Names and tags are derived from the run id, so any others are not a
+    config Prepare made: resources tagged for another run would be created
+    and then refused by this run's teardown.
+    """
+
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
     lab: LabConfig
     stress: StressConfig
     expectations: ExpectationsConfig
     timing: TimingConfig
     names: ResourceNames
     tags: dict[str, str]
-    started_at: str
+    started_at: TimestampText
+
+    @field_validator("names")
+    @classmethod
+    def _names_of_the_run(cls, value: ResourceNames, info: ValidationInfo) -> ResourceNames:
+        run_id = info.data.get("run_id")
+        if run_id is not None and value != resource_names(run_id):
+            raise ValueError(
+                f"are not the names Prepare derives from run_id {run_id!r} "
+                f"({resource_names(run_id).model_dump()}); pass the config Prepare returned, unchanged"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags_of_the_run(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        run_id, lab = info.data.get("run_id"), info.data.get("lab")
+        if run_id is not None and lab is not None and value != run_tags(run_id, lab.name):
+            raise ValueError(
+                f"are not the tags Prepare derives from run_id {run_id!r} and lab.name {lab.name!r} "
+                f"({run_tags(run_id, lab.name)}); pass the config Prepare returned, unchanged"
+            )
+        return value
 
 
 class RunRef(OutputModel):
@@ -242,7 +312,7 @@ class ProvisionResult(OutputModel):
     listener_arn: str
     auto_scaling_group_name: str
     scaling_policy_arn: str
-    provisioned_at: str
+    provisioned_at: TimestampText
 
 
 class TeardownResult(OutputModel):

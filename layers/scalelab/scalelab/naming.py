@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from scalelab.models import ResourceNames
+from pydantic import BaseModel, ConfigDict
 
 PREFIX = "scalelab-"
 RUN_TAG = "scalelab:run"
@@ -19,6 +19,19 @@ RUN_ID_MAX = 64
 # Load balancer and target group names: at most 32 characters, alphanumerics
 # and hyphens, no leading or trailing hyphen.
 ELB_NAME_MAX = 32
+
+
+class ResourceNames(BaseModel):
+    """Physical names of the run's resources, derived once in Prepare."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    alb_security_group: str
+    instance_security_group: str
+    launch_template: str
+    target_group: str
+    load_balancer: str
+    auto_scaling_group: str
 
 
 def _digest(text: str, length: int = 8) -> str:

@@ -124,8 +124,8 @@ class AutoScalingDetail(BaseModel):
     status_code: str = Field(alias="StatusCode")
     status_message: str = Field(alias="StatusMessage", default="")
     instance_id: str = Field(alias="EC2InstanceId", default="")
-    start_time: datetime | None = Field(alias="StartTime", default=None)
-    end_time: datetime | None = Field(alias="EndTime", default=None)
+    start_time: Timestamp | None = Field(alias="StartTime", default=None)
+    end_time: Timestamp | None = Field(alias="EndTime", default=None)
     cause: str = Field(alias="Cause", default="")
     description: str = Field(alias="Description", default="")
     request_id: str | None = Field(alias="RequestId", default=None)
@@ -137,6 +137,9 @@ class AutoScalingDetail(BaseModel):
 class AutoScalingEvent(EventBridgeModel):
     """An EventBridge event from Auto Scaling with its detail typed."""
 
+    # EventBridge's id is a UUID; the bound keeps the run log's sort key within DynamoDB's 1024 bytes.
+    id: str = Field(min_length=1, max_length=128)
+    time: Timestamp
     detail: AutoScalingDetail
 
 

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 from scalelab.aws import client
 from scalelab.clock import as_utc, utc_iso
 from scalelab.errors import ScalelabError
-from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel, Timestamp
+from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel, Timestamp, TimestampText
 from scalelab.observability import logger
 
 
@@ -48,7 +48,7 @@ class TargetSnapshot(OutputModel):
     counts: dict[str, int]
     healthy_instances: list[str]
     targets: dict[str, str]
-    checked_at: str
+    checked_at: TimestampText
     elapsed_seconds: int
     deadline_at: str
 

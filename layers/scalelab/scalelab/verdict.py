@@ -19,7 +19,7 @@ from pydantic import ConfigDict, Field
 from scalelab.aws import client
 from scalelab.clock import seconds_between, utc_iso
 from scalelab.ledger import RunTable
-from scalelab.models import OutputModel, ProvisionResult, RunConfig
+from scalelab.models import OutputModel, ProvisionResult, RunConfig, TimestampText
 from scalelab.observability import logger, metrics
 from scalelab.settings import EnvModel
 from scalelab.targets import TargetSnapshot
@@ -58,12 +58,12 @@ class ProbeSummary(OutputModel):
 
 class StressSummary(OutputModel):
     command_id: str
-    started_at: str
+    started_at: TimestampText
 
 
 class ScaleOutSummary(OutputModel):
     instance_id: str
-    launched_at: str
+    launched_at: TimestampText
 
 
 class JudgeEvent(OutputModel):
