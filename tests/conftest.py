@@ -84,6 +84,8 @@ def physical_ids() -> dict[str, str]:
         "ReportsBucket": REPORTS_BUCKET,
         "ScalelabLayer": f"arn:aws:lambda:{REGION}:123456789012:layer:scalelab:1",
         "InstanceProfile.Arn": f"arn:aws:iam::123456789012:instance-profile/{INSTANCE_PROFILE_NAME}",
+        # Ref of a state machine is its ARN.
+        "LabStateMachine": f"arn:aws:states:{REGION}:123456789012:stateMachine:scalelab-LabStateMachine-TEST",
     }
 
 

@@ -155,6 +155,9 @@ class World:
         self.speed = speed
         self.random = random.Random(seed)  # noqa: S311 - reproducible faults, not secrets
         self.faults_injected = 0
+        # A scenario's API faults hit the handlers' calls while this is on; whoever inspects
+        # the account after the run turns it off.
+        self.inject_api_faults = True
         self._started = time.monotonic()
         self._first_seen: dict[str, float] = {}
         self._burns: dict[str, _Burn] = {}
@@ -529,7 +532,11 @@ class World:
                 or path.startswith("/2015-03-31/functions")
                 or path.startswith("/moto-api")
             )
-            if not spared and world.random.random() < world.scenario.api_fault_rate:
+            if (
+                world.inject_api_faults
+                and not spared
+                and world.random.random() < world.scenario.api_fault_rate
+            ):
                 world.faults_injected += 1
                 status, content_type, body = _fault_response(environ, world.random.random() < 0.5)
                 start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])

@@ -201,6 +201,8 @@ DEFAULTS = parameter_defaults()
 ALLOWED_TYPES = str(DEFAULTS["AllowedInstanceTypes"]).split(",")
 MAX_SIZE_CAP = int(DEFAULTS["MaxSizeCap"])
 STRESS_CAP = int(DEFAULTS["StressDurationCapSeconds"])
+# Each deadline at most a third of the cap, so any three of them fit it together.
+DEADLINE_MAX = int(DEFAULTS["RunDeadlinesCapSeconds"]) // 3
 HEALTH_PATH_PATTERN = r"^/[A-Za-z0-9._~/-]{0,1023}$"
 SECTIONS = ("lab", "stress", "expectations", "timing")
 EXPECTATIONS = ("healthy_within_seconds", "scale_out_within_seconds", "new_instance_healthy_within_seconds")
@@ -241,7 +243,7 @@ def valid_run_inputs(draw: st.DrawFn) -> dict[str, Any]:
                     {}, optional={"duration_seconds": st.integers(30, STRESS_CAP)}
                 ),
                 "expectations": st.fixed_dictionaries(
-                    {}, optional={name: st.integers(1, 86_400) for name in EXPECTATIONS}
+                    {}, optional={name: st.integers(1, DEADLINE_MAX) for name in EXPECTATIONS}
                 ),
                 "timing": st.fixed_dictionaries({}, optional={"poll_seconds": st.integers(1, 3600)}),
             },

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import boto3
 import pytest
 from scalelab_rehearsal.emulator import Emulator
 
@@ -48,22 +47,23 @@ def emulator() -> Iterator[Emulator]:
         yield started
 
 
-def everything_tagged() -> list[str]:
-    """Every live resource carrying a ``scalelab:run`` tag, of any run."""
-    tagged = boto3.client("resourcegroupstaggingapi").get_resources(TagFilters=[{"Key": RUN_TAG}])
+def everything_tagged(emulator: Emulator) -> list[str]:
+    """Every live resource carrying a ``scalelab:run`` tag, of any run (asked with the rehearsal's
+    own clients, which injected API faults spare)."""
+    tagged = emulator.client("resourcegroupstaggingapi").get_resources(TagFilters=[{"Key": RUN_TAG}])
     found = [
         mapping["ResourceARN"]
         for mapping in tagged["ResourceTagMappingList"]
         if ":instance/" not in mapping["ResourceARN"]  # instances: live ones below
     ]
-    reservations = boto3.client("ec2").describe_instances(
+    reservations = emulator.client("ec2").describe_instances(
         Filters=[
             {"Name": "tag-key", "Values": [RUN_TAG]},
             {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES},
         ]
     )["Reservations"]
     found += [instance["InstanceId"] for reservation in reservations for instance in reservation["Instances"]]
-    groups = boto3.client("autoscaling").describe_auto_scaling_groups(
+    groups = emulator.client("autoscaling").describe_auto_scaling_groups(
         Filters=[{"Name": "tag-key", "Values": [RUN_TAG]}]
     )["AutoScalingGroups"]
     found += [group["AutoScalingGroupName"] for group in groups]
@@ -71,7 +71,7 @@ def everything_tagged() -> list[str]:
 
 
 def table_items(emulator: Emulator, sort_key: str) -> list[dict[str, Any]]:
-    items = boto3.client("dynamodb").scan(
+    items = emulator.client("dynamodb").scan(
         TableName=emulator.stack.outputs["RunTableName"] if emulator.stack else "",
         FilterExpression="sk = :sk",
         ExpressionAttributeValues={":sk": {"S": sort_key}},
@@ -83,7 +83,7 @@ def table_items(emulator: Emulator, sort_key: str) -> list[dict[str, Any]]:
 def settle(emulator: Emulator) -> None:
     """Wait until no lab or cleanup execution runs and no Lambda is still busy."""
     assert emulator.stack is not None
-    sfn = boto3.client("stepfunctions")
+    sfn = emulator.client("stepfunctions")
     machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
     deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
     while time.monotonic() < deadline:
@@ -106,7 +106,7 @@ def settle(emulator: Emulator) -> None:
 def sweep(emulator: Emulator) -> dict[str, Any]:
     """The janitor's scheduled sweep, invoked as the schedule would."""
     assert emulator.stack is not None
-    answer = boto3.client("lambda").invoke(
+    answer = emulator.client("lambda").invoke(
         FunctionName=emulator.stack.resources["JanitorFunction"], Payload=json.dumps({"action": "sweep"})
     )
     result: dict[str, Any] = json.loads(answer["Payload"].read())

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
 from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
@@ -79,7 +78,7 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
             target, which = _function(emulator, case.stop_in or "")
             if function == target and which(event) and not injected:
                 injected.append(function)
-                boto3.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
+                emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
 
         runtime.faults = fault
         if case.stop_in:
@@ -105,8 +104,8 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
 
 
 def assert_nothing_left(emulator: Emulator) -> None:
-    left = everything_tagged()
-    TALLY.left = left
+    left = everything_tagged(emulator)
+    TALLY.left.extend(left)
     assert left == []
     assert table_items(emulator, "LOCK") == []
     for record in table_items(emulator, "RUN"):

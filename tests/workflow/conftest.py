@@ -31,6 +31,8 @@ class Rehearsal:
             name,
         )
         description = wait_for(self.emulator, arn, EXECUTION_DEADLINE_SECONDS)
+        # The tests' own look at the account is not part of the run: no injected faults.
+        self.world.inject_api_faults = False
         return collect(self.emulator, arn, description, started)
 
     def start(self, run_input: Any, name: str) -> str:
@@ -40,6 +42,7 @@ class Rehearsal:
         import time
 
         description = wait_for(self.emulator, arn, EXECUTION_DEADLINE_SECONDS)
+        self.world.inject_api_faults = False
         return collect(self.emulator, arn, description, time.monotonic())
 
     @property
