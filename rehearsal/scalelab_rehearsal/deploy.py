@@ -8,6 +8,8 @@ GetAtt and ARN is CloudFormation's own resolution, not a second resolver.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -19,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from moto.cloudformation.models import Stack as CloudFormationStack
 from moto.stepfunctions.models import StateMachine
 from moto.stepfunctions.responses import get_backend as stepfunctions_backend
 from moto.stepfunctions.utils import cfn_to_api_tags
-from samtranslator.translator.transform import transform
 from samtranslator.yaml_helper import intrinsics_multi_constructor
 
 from scalelab_rehearsal import ROOT
 
 ARTIFACT_BUCKET = "scalelab-rehearsal-artifacts"
 STACK_NAME = "scalelab"
+TRANSLATIONS = ROOT / ".rehearsal" / "translations"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,28 @@ class _NoManagedPolicies:
 
 def translate(template: dict[str, Any]) -> dict[str, Any]:
     """The CloudFormation that the SAM transform makes of a packaged template (see ``package``)."""
+    # Imported here: the translator takes half a second to import, which a cached
+    # translation (``translate_once``) does not need.
+    from samtranslator.translator.transform import transform  # noqa: PLC0415
+
     translated: dict[str, Any] = transform(template, {}, _NoManagedPolicies())
+    return translated
+
+
+def translate_once(template: dict[str, Any]) -> dict[str, Any]:
+    """``translate``, kept in ``.rehearsal/translations`` under a digest of the packaged template
+    (its ASL inlined) and the translator's version, as ``sam build`` keeps what has not changed."""
+    version = importlib.metadata.version("aws-sam-translator")
+    digest = hashlib.sha256(f"{version}\n{json.dumps(template, sort_keys=True)}".encode()).hexdigest()
+    kept = TRANSLATIONS / f"{digest}.json"
+    if kept.is_file():
+        cached: dict[str, Any] = json.loads(kept.read_text())
+        return cached
+    translated = translate(template)
+    TRANSLATIONS.mkdir(parents=True, exist_ok=True)
+    partial = kept.with_suffix(".partial")
+    partial.write_text(json.dumps(translated))
+    partial.replace(kept)  # whole or not at all, even with two rehearsals at once
     return translated
 
 
@@ -123,6 +147,26 @@ def _create_state_machines_as_aws_does() -> Callable[[], None]:
     return undo
 
 
+def _parse_json_templates_as_json() -> Callable[[], None]:
+    """moto reads every template with PyYAML's pure-Python loader, 0.1 s for this one; a JSON
+    template (what the rehearsal sends) reads the same with ``json``, at once."""
+    original = CloudFormationStack.__dict__["parse_template"]
+
+    def parse_template(template: str) -> dict[str, Any]:
+        try:
+            parsed: dict[str, Any] = json.loads(template)
+        except ValueError:
+            return original.__func__(template)  # type: ignore[no-any-return]
+        return parsed
+
+    CloudFormationStack.parse_template = staticmethod(parse_template)  # type: ignore[method-assign]
+
+    def undo() -> None:
+        CloudFormationStack.parse_template = original  # type: ignore[method-assign]
+
+    return undo
+
+
 class _Unsupported(logging.Handler):
     """Collects the resource types moto's CloudFormation says it cannot create."""
 
@@ -149,13 +193,14 @@ def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
         **(parameters or {}),
     }
     code_by_logical_id = package(template, clients("s3"))
-    translated = translate(template)
+    translated = translate_once(template)
     cloudformation = clients("cloudformation")
     unsupported = _Unsupported()
     moto_logger = logging.getLogger("moto")
     moto_logger.addHandler(unsupported)
     moto_logger.propagate = False
     undo = _create_state_machines_as_aws_does()
+    undo_parse = _parse_json_templates_as_json()
     try:
         # moto also warns once per resource it cannot create; they are reported together instead.
         warnings.filterwarnings(
@@ -168,6 +213,7 @@ def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
         )
     finally:
+        undo_parse()
         undo()
         moto_logger.removeHandler(unsupported)
         moto_logger.propagate = True
