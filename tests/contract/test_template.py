@@ -10,27 +10,31 @@ import pytest
 
 from tests.support.template import ROOT, function_ids, resource, template
 
+# The lab's workflow, and the cleanup of runs whose execution ended abnormally.
+STATE_MACHINES = ["LabStateMachine", "CleanupStateMachine"]
 
-def state_machine_definition() -> tuple[dict[str, Any], dict[str, Any]]:
-    properties = resource("LabStateMachine")["Properties"]
+
+def state_machine_definition(logical_id: str = "LabStateMachine") -> tuple[dict[str, Any], dict[str, Any]]:
+    properties = resource(logical_id)["Properties"]
     definition = json.loads((ROOT / properties["DefinitionUri"]).read_text())
     return definition, properties["DefinitionSubstitutions"]
 
 
-def substituted_definition() -> str:
+def substituted_definition(logical_id: str = "LabStateMachine") -> str:
     """The ASL as Step Functions receives it, with made-up ARNs for the substitutions."""
-    text = (ROOT / resource("LabStateMachine")["Properties"]["DefinitionUri"]).read_text()
-    _definition, substitutions = state_machine_definition()
+    text = (ROOT / resource(logical_id)["Properties"]["DefinitionUri"]).read_text()
+    _definition, substitutions = state_machine_definition(logical_id)
     for name in substitutions:
         value = "aws" if name == "Partition" else f"arn:aws:lambda:us-east-1:123456789012:function:{name}"
         text = text.replace(f"${{{name}}}", value)
     return text
 
 
-def test_the_asl_parses_with_the_step_functions_grammar() -> None:
+@pytest.mark.parametrize("logical_id", STATE_MACHINES)
+def test_the_asl_parses_with_the_step_functions_grammar(logical_id: str) -> None:
     from moto.stepfunctions.parser.asl.parse.asl_parser import AmazonStateLanguageParser
 
-    program, _tree = AmazonStateLanguageParser.parse(substituted_definition())
+    program, _tree = AmazonStateLanguageParser.parse(substituted_definition(logical_id))
 
     assert type(program).__name__ == "Program"
 
@@ -42,23 +46,26 @@ def test_the_grammar_check_rejects_a_misspelt_field() -> None:
         AmazonStateLanguageParser.parse(substituted_definition().replace('"SecondsPath"', '"SecondPath"', 1))
 
 
-def test_every_substitution_in_the_asl_is_defined_and_used() -> None:
-    definition, substitutions = state_machine_definition()
+@pytest.mark.parametrize("logical_id", STATE_MACHINES)
+def test_every_substitution_in_the_asl_is_defined_and_used(logical_id: str) -> None:
+    definition, substitutions = state_machine_definition(logical_id)
     used = set(re.findall(r"\$\{(\w+)\}", json.dumps(definition)))
 
     assert used == set(substitutions)
 
 
-def test_every_function_the_asl_names_exists_in_the_template() -> None:
-    _definition, substitutions = state_machine_definition()
+@pytest.mark.parametrize("logical_id", STATE_MACHINES)
+def test_every_function_the_asl_names_exists_in_the_template(logical_id: str) -> None:
+    _definition, substitutions = state_machine_definition(logical_id)
 
     for name, value in substitutions.items():
         if name.endswith("FunctionArn"):
             assert value["Fn::GetAtt"][0] in function_ids(), name
 
 
-def test_every_task_retries_transient_lambda_errors() -> None:
-    definition, _ = state_machine_definition()
+@pytest.mark.parametrize("logical_id", STATE_MACHINES)
+def test_every_task_retries_transient_lambda_errors(logical_id: str) -> None:
+    definition, _ = state_machine_definition(logical_id)
 
     for name, state in definition["States"].items():
         if state["Type"] == "Task":
@@ -103,6 +110,28 @@ def test_every_state_after_prepare_catches_every_error_into_a_path_to_teardown()
         assert catch_all, f"{name} has no Catch for States.ALL"
         if name != "Notify":
             assert _reaches(states, catch_all[0]["Next"], "Teardown"), name
+
+
+def test_the_cleanup_starts_for_every_abnormal_end_of_a_lab_execution_only() -> None:
+    rule = resource("CleanupStateMachine")["Properties"]["Events"]["LabExecutionEnded"]["Properties"][
+        "Pattern"
+    ]
+
+    assert rule["source"] == ["aws.states"]
+    assert rule["detail-type"] == ["Step Functions Execution Status Change"]
+    assert rule["detail"] == {
+        "stateMachineArn": [{"Ref": "LabStateMachine"}],
+        "status": ["ABORTED", "TIMED_OUT", "FAILED"],
+    }
+
+
+def test_the_cleanup_loops_teardown_until_it_is_done() -> None:
+    definition, _ = state_machine_definition("CleanupStateMachine")
+    states = definition["States"]
+
+    assert states["Teardown"]["Resource"] == "${TeardownLabFunctionArn}"
+    assert _reaches(states, "Teardown", "CleanedUp")
+    assert _reaches(states, states["TeardownDone?"]["Default"], "Teardown")
 
 
 def test_every_wait_and_deadline_comes_from_the_run_config() -> None:
