@@ -103,7 +103,8 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
     return run
 
 
-def assert_nothing_left(emulator: Emulator) -> None:
+def assert_nothing_left(emulator: Emulator, outcome: dict[str, Any]) -> None:
+    assert outcome["swept"]["could_not_remove"] == []
     left = everything_tagged(emulator)
     TALLY.left.extend(left)
     assert left == []
@@ -147,7 +148,7 @@ def test_a_handler_raising_at_any_state_leaves_nothing(
     assert outcome["faults"] >= 1
     # A stress that could not be cancelled ends by its own duration: the verdict stands.
     assert outcome["status"] == ("SUCCEEDED" if state == "StopStress" else "FAILED")
-    assert_nothing_left(emulator)
+    assert_nothing_left(emulator, outcome)
 
 
 @pytest.mark.parametrize("state", list(LAMBDA_STATES))
@@ -158,7 +159,7 @@ def test_stopping_the_execution_in_any_phase_leaves_nothing(
 
     assert outcome["faults"] == 1
     assert outcome["status"] == "ABORTED"
-    assert_nothing_left(emulator)
+    assert_nothing_left(emulator, outcome)
 
 
 @pytest.mark.parametrize("seed", [1, 2])
@@ -171,7 +172,7 @@ def test_a_fifth_of_aws_calls_failing_leaves_nothing(
 
     assert outcome["faults"] >= 1
     assert outcome["status"] in {"SUCCEEDED", "FAILED"}
-    assert_nothing_left(emulator)
+    assert_nothing_left(emulator, outcome)
 
 
 @pytest.mark.parametrize(
@@ -190,4 +191,4 @@ def test_a_lambda_timing_out_leaves_nothing(
     )
 
     assert outcome["faults"] >= 1
-    assert_nothing_left(emulator)
+    assert_nothing_left(emulator, outcome)
