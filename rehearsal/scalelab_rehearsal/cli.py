@@ -538,6 +538,7 @@ def _emulator_banner(emulator: Emulator, scenario: str, speed: float, log_path: 
     endpoint, state_machine_arn, region = emulator.endpoint, emulator.state_machine_arn, REGION
     aws = f"aws --endpoint-url {endpoint} stepfunctions"
     credentials = f"AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={region}"
+    janitor = emulator.stack.outputs.get("JanitorFunctionName", "") if emulator.stack else ""
     return (
         f"\nEmulated AWS is up; the stack is deployed (scenario {scenario}, world clock {speed:g}x).\n"
         f"  endpoint       {endpoint}\n"
@@ -552,6 +553,9 @@ def _emulator_banner(emulator: Emulator, scenario: str, speed: float, log_path: 
         f'    --name "run-$(date +%Y%m%d-%H%M%S)" --input file://{_shown(START_INPUT)}\n'
         "Follow it:\n"
         f"  {aws} describe-execution --query '[status,cause]' --execution-arn <executionArn from above>\n"
+        "Sweep for what ended runs left (the janitor's hourly schedule is not emulated):\n"
+        f"  aws --endpoint-url {endpoint} lambda invoke --function-name {janitor} \\\n"
+        '    --cli-binary-format raw-in-base64-out --payload \'{"action": "sweep"}\' /dev/stdout\n'
         "\nCtrl-C stops the emulator.\n"
     )
 
