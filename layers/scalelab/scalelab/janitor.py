@@ -254,19 +254,22 @@ def _sweep_run(
     logger.append_keys(run_id=run_id)
     # The ledger first (its teardown releases the lock and marks the record), then
     # whatever carries the run's tag but is not, or no longer, in the ledger.
+    still_listed: set[tuple[str, str]] = set()
     try:
         teardown = teardown_lab(run_id, table, now)
     except ClientError as exc:
-        # One run's failure must not stop the sweep: its tagged resources are still tried below.
+        # One run's failure must not stop the sweep: what its ledger still lists is tried
+        # below with its tagged resources (after a teardown pass, the ledger holds only
+        # what that pass reported).
         logger.warning("ledger teardown failed", extra={"code": error_code(exc)})
         result.could_not_remove.append(f"{run_id}: the ledger's teardown failed ({error_code(exc)})")
         teardown = TeardownResult(done=False, removed=[], remaining=[], refused=[])
+        record = table.load_run(run_id)
+        still_listed = set(record.resources.items()) if record is not None else set()
     result.removed.extend(f"{run_id} {label}" for label in teardown.removed)
     result.could_not_remove.extend(f"{run_id} {label}: still releasing" for label in teardown.remaining)
     result.could_not_remove.extend(f"{run_id} {label}: not tagged for the run" for label in teardown.refused)
     handled = {label.split(":", 1)[1] for label in (*teardown.removed, *teardown.remaining)}
-    record = table.load_run(run_id)
-    still_listed = set(record.resources.items()) if record is not None else set()
     for kind, physical_id in sorted(resources | still_listed, key=_in_sweep_order):
         if physical_id in handled:
             continue
