@@ -66,8 +66,9 @@ HealthPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$")]
 CpuPercent = Annotated[float, Field(gt=0, lt=100)]
 
 
-def size_problems(min_size: int, desired_capacity: int, max_size: int) -> list[str]:
-    """Why an Auto Scaling group could not have these sizes, or could not scale out (none: it can)."""
+def check_group_sizes(min_size: int, desired_capacity: int, max_size: int) -> None:
+    """A ValueError (which pydantic reports) naming why an Auto Scaling group could not have
+    these sizes, or could not scale out from them."""
     problems = []
     if desired_capacity < min_size:
         problems.append(f"desired_capacity ({desired_capacity}) is below min_size ({min_size})")
@@ -78,7 +79,8 @@ def size_problems(min_size: int, desired_capacity: int, max_size: int) -> list[s
             f"max_size ({max_size}) must be above desired_capacity "
             f"({desired_capacity}) or the group has no room to scale out"
         )
-    return problems
+    if problems:
+        raise ValueError("; ".join(problems))
 
 
 class InputModel(BaseModel):
@@ -137,9 +139,7 @@ class LabInput(InputModel):
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> Self:
-        problems = size_problems(self.min_size, self.desired_capacity, self.max_size)
-        if problems:
-            raise ValueError("; ".join(problems))
+        check_group_sizes(self.min_size, self.desired_capacity, self.max_size)
         return self
 
 
@@ -234,9 +234,7 @@ class LabConfig(OutputModel):
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> Self:
-        problems = size_problems(self.min_size, self.desired_capacity, self.max_size)
-        if problems:
-            raise ValueError("; ".join(problems))
+        check_group_sizes(self.min_size, self.desired_capacity, self.max_size)
         return self
 
 
