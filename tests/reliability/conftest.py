@@ -12,10 +12,10 @@ import pytest
 from scalelab_rehearsal.emulator import Emulator
 
 from scalelab.naming import RUN_TAG
+from tests.support.account import LIVE_INSTANCE_STATES
 
 # Every run, its cleanup and the sweep end well within this.
 SETTLE_DEADLINE_SECONDS = 120.0
-LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
 
 
 @dataclass

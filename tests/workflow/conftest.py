@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -22,8 +23,6 @@ class Rehearsal:
     world: World
 
     def run(self, run_input: Any = None, name: str | None = None) -> Outcome:
-        import time
-
         started = time.monotonic()
         arn = start_execution(
             self.emulator,
@@ -39,8 +38,6 @@ class Rehearsal:
         return start_execution(self.emulator, run_input, name)
 
     def finish(self, arn: str) -> Outcome:
-        import time
-
         description = wait_for(self.emulator, arn, EXECUTION_DEADLINE_SECONDS)
         self.world.inject_api_faults = False
         return collect(self.emulator, arn, description, time.monotonic())
