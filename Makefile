@@ -61,10 +61,11 @@ bench: $(BIN)/scalelab ## time the pass rehearsal (median of RUNS=5 fresh proces
 
 test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)
 
-lint: setup ## ruff and shellcheck
+lint: setup ## ruff, shellcheck and the layer's import rules (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	shellcheck scripts/find-python .ci/run layers/scalelab/scalelab/assets/*.sh
+	PYTHONPATH=layers/scalelab:rehearsal $(BIN)/lint-imports --no-cache
 
 typecheck: setup ## mypy on the deployed code
 	$(BIN)/mypy

@@ -19,15 +19,15 @@ from moto import mock_aws
 from tests.support.template import function_code, function_environment, resource, template
 
 # Powertools reads its service name and metrics namespace when the Logger and
-# Metrics singletons are created, at the first import of scalelab.observability,
+# Metrics singletons are created, at the first import of scalelab.core.observability,
 # so they are set for the whole session, from the template's Globals, first.
 for _name in ("POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"):
     os.environ[_name] = template()["Globals"]["Function"]["Environment"]["Variables"][_name]
 
-from scalelab import aws  # noqa: E402
-from scalelab.ledger import RunTable  # noqa: E402
-from scalelab.observability import metrics  # noqa: E402
-from scalelab.settings import TableSettings, run_defaults  # noqa: E402
+from scalelab.core import aws  # noqa: E402
+from scalelab.core.observability import metrics  # noqa: E402
+from scalelab.core.settings import RunDefaults, TableSettings  # noqa: E402
+from scalelab.store.runs import RunTable  # noqa: E402
 
 REGION = "us-east-1"
 TABLE_NAME = "scalelab-test-runs"
@@ -62,11 +62,9 @@ def _sealed_aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
     monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
     aws.reset_clients()
-    run_defaults.cache_clear()
     metrics.clear_metrics()
     yield
     aws.reset_clients()
-    run_defaults.cache_clear()
     metrics.clear_metrics()
 
 
@@ -95,7 +93,6 @@ def apply_function_environment(
     environment = function_environment(logical_id, physical_ids(), overrides)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
-    run_defaults.cache_clear()
     return environment
 
 
@@ -111,6 +108,12 @@ def run_table(account: None, monkeypatch: pytest.MonkeyPatch) -> RunTable:
     )
     apply_function_environment(monkeypatch, "PrepareRunFunction")
     return RunTable(TableSettings.from_env())
+
+
+@pytest.fixture
+def run_defaults(run_table: RunTable) -> RunDefaults:
+    """The Prepare function's defaults and limits, as its environment gives them."""
+    return RunDefaults.from_env()
 
 
 @pytest.fixture

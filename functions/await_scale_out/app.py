@@ -11,11 +11,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.scaleout import AwaitScaleOutEvent, ScaleOutTable, await_scale_out
-from scalelab.settings import TableSettings
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.scaleout import AwaitScaleOutEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import TableSettings
+from scalelab.steps.scaleout import await_scale_out
+from scalelab.store.scaleout import ScaleOutTable
 
 # Validated at cold start: a misconfigured function fails at init, not mid-run.
 TABLE = ScaleOutTable(TableSettings.from_env())

@@ -1,4 +1,4 @@
-"""Check targets: a target-health snapshot of the run's target group (adapter over scalelab.targets)."""
+"""Check targets: a target-health snapshot of the run's target group (adapter over scalelab.steps.targets)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.targets import CheckTargetsEvent, check_targets
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.targets import CheckTargetsEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.steps.targets import check_targets
 
 
 @logger.inject_lambda_context(clear_state=True)

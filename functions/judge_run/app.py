@@ -1,4 +1,4 @@
-"""Judge: the verdict, its report and its metrics (thin adapter over scalelab.verdict)."""
+"""Judge: the verdict, its report and its metrics (adapter over steps.verdict)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.ledger import RunTable
-from scalelab.models import parse_event
-from scalelab.observability import logger, metrics, tracer
-from scalelab.settings import TableSettings
-from scalelab.verdict import JudgeEvent, ReportSettings, judge_run
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.judge import JudgeEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, metrics, tracer
+from scalelab.core.settings import ReportSettings, TableSettings
+from scalelab.steps.verdict import judge_run
+from scalelab.store.runs import RunTable
 
 TABLE = RunTable(TableSettings.from_env())
 SETTINGS = ReportSettings.from_env()

@@ -1,6 +1,6 @@
 """OnScalingEvent: log an Auto Scaling event in its run and end the run's scale-out wait.
 
-A thin adapter over scalelab.scaleout, invoked by the EventBridge rule on
+A thin adapter over scalelab.steps.scaleout, invoked by the EventBridge rule on
 ``aws.autoscaling`` launch and terminate events of ``scalelab-*`` groups.
 """
 
@@ -11,11 +11,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.scaleout import ScaleOutTable, on_scaling_event
-from scalelab.settings import TableSettings
+from scalelab.contracts.base import parse_event
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import TableSettings
+from scalelab.steps.scaleout import on_scaling_event
+from scalelab.store.scaleout import ScaleOutTable
 
 # Validated at cold start: a misconfigured function fails at init, not mid-run.
 TABLE = ScaleOutTable(TableSettings.from_env())

@@ -1,4 +1,4 @@
-"""Prepare: validate the execution input and take the lab's lock (thin adapter over scalelab.prepare)."""
+"""Prepare: validate the execution input and take the lab's lock (adapter over steps.prepare)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.ledger import RunTable
-from scalelab.models import PrepareEvent, parse_event
-from scalelab.observability import logger, tracer
-from scalelab.prepare import prepare_run
-from scalelab.settings import TableSettings, run_defaults
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.run import PrepareEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import RunDefaults, TableSettings
+from scalelab.steps.prepare import prepare_run
+from scalelab.store.runs import RunTable
 
 # Validated at cold start: a misconfigured function fails at init, not mid-run.
 TABLE = RunTable(TableSettings.from_env())
-run_defaults()
+DEFAULTS = RunDefaults.from_env()
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -23,4 +24,4 @@ run_defaults()
 @name_transient_errors
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     request = parse_event(event, PrepareEvent, "Prepare event")
-    return prepare_run(request, TABLE).model_dump(mode="json")
+    return prepare_run(request, TABLE, DEFAULTS).model_dump(mode="json")

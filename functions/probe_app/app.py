@@ -1,4 +1,4 @@
-"""Probe: HTTP requests through the load balancer, judged for spread (thin adapter over scalelab.probe)."""
+"""Probe: HTTP requests through the load balancer, judged for spread (adapter over steps.probe)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.probe import ProbeEvent, ProbeSettings, probe_app
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.probe import ProbeEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import ProbeSettings
+from scalelab.steps.probe import probe_app
 
 SETTINGS = ProbeSettings.from_env()
 

@@ -1,4 +1,4 @@
-"""Provision: create the lab's resources (thin adapter over scalelab.provision)."""
+"""Provision: create the lab's resources (adapter over steps.provision)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.ledger import RunTable
-from scalelab.models import RunConfig, parse_event
-from scalelab.observability import logger, tracer
-from scalelab.provision import provision_lab
-from scalelab.settings import ProvisionSettings, TableSettings
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.run import RunConfig
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import ProvisionSettings, TableSettings
+from scalelab.steps.provision import provision_lab
+from scalelab.store.runs import RunTable
 
 TABLE = RunTable(TableSettings.from_env())
 SETTINGS = ProvisionSettings.from_env()

@@ -1,4 +1,4 @@
-"""StartStress: send the CPU burn to the lab's InService instances (thin adapter over scalelab.stress)."""
+"""StartStress: send the CPU burn to the lab's InService instances (adapter over steps.stress)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idemp
 from aws_lambda_powertools.utilities.idempotency.serialization.pydantic import PydanticSerializer
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.idempotency import run_table_persistence
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.settings import TableSettings
-from scalelab.stress import StartStressEvent, StartStressResult, start_stress
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.stress import StartStressEvent, StartStressResult
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import TableSettings
+from scalelab.steps.stress import start_stress
+from scalelab.store.idempotency import run_table_persistence
 
 PERSISTENCE = run_table_persistence(TableSettings.from_env())
 # A retried invocation (a Lambda timeout, a lost response, the state machine's

@@ -1,4 +1,4 @@
-"""StopStress: cancel the stress command if it still runs (thin adapter over scalelab.stress)."""
+"""StopStress: cancel the stress command if it still runs (adapter over steps.stress)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.models import parse_event
-from scalelab.observability import logger, tracer
-from scalelab.stress import StopStressEvent, stop_stress
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.stress import StopStressEvent
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.steps.stress import stop_stress
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -1,4 +1,4 @@
-"""Teardown: one deletion pass over the run's ledger (thin adapter over scalelab.teardown)."""
+"""Teardown: one deletion pass over the run's ledger (adapter over steps.teardown)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from scalelab.aws import name_transient_errors
-from scalelab.ledger import RunTable
-from scalelab.models import RunRef, parse_event
-from scalelab.observability import logger, tracer
-from scalelab.settings import TableSettings
-from scalelab.teardown import teardown_lab
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.run import RunRef
+from scalelab.core.aws import name_transient_errors
+from scalelab.core.observability import logger, tracer
+from scalelab.core.settings import TableSettings
+from scalelab.steps.teardown import teardown_lab
+from scalelab.store.runs import RunTable
 
 TABLE = RunTable(TableSettings.from_env())
 

@@ -16,7 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
-from scalelab.naming import resource_names
+from scalelab.core.naming import resource_names
 from tests.conftest import REPORTS_BUCKET, FakeLambdaContext
 from tests.support.account import tagged_resources
 from tests.support.events import EVENTS, event_for, invoke, with_emulated_network

@@ -29,12 +29,10 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from scalelab.errors import InvalidInput
-from scalelab.models import LAB_NAME_PATTERN, RUN_ID_PATTERN, SUBNET_ID_PATTERN
-from scalelab.naming import run_id_from_execution
-from scalelab.scaleout import LAUNCH_SUCCESSFUL, LAUNCH_UNSUCCESSFUL, LAUNCHES, TERMINATE_SUCCESSFUL
-from scalelab.stress import NoInstancesInService
-from scalelab.targets import TargetsNotHealthy
+from scalelab.contracts.base import LAB_NAME_PATTERN, RUN_ID_PATTERN, SUBNET_ID_PATTERN
+from scalelab.core.errors import InvalidInput, NoInstancesInService, TargetsNotHealthy
+from scalelab.core.naming import run_id_from_execution
+from scalelab.steps.scaleout import LAUNCH_SUCCESSFUL, LAUNCH_UNSUCCESSFUL, LAUNCHES, TERMINATE_SUCCESSFUL
 from tests.conftest import REPORTS_BUCKET, TABLE_NAME, FakeLambdaContext
 from tests.support.account import lab_resources
 from tests.support.events import event_for, invoke, with_emulated_network

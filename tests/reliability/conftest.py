@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from scalelab_rehearsal.emulator import Emulator
 
-from scalelab.naming import RUN_TAG
-from tests.support.account import LIVE_INSTANCE_STATES
+from scalelab.core.naming import RUN_TAG
+from scalelab.resources.discovery import LIVE_INSTANCE_STATES
 
 # Every run, its cleanup and the sweep end well within this.
 SETTLE_DEADLINE_SECONDS = 120.0

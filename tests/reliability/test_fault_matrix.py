@@ -22,7 +22,7 @@ from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
 from scalelab_rehearsal.runtime import LambdaTimedOut
 from scalelab_rehearsal.world import SCENARIOS, Scenario, World
 
-from scalelab.janitor import execution_arn
+from scalelab.steps.janitor import execution_arn
 from tests.reliability.conftest import TALLY, everything_tagged, settle, sweep, table_items
 
 EXECUTION_DEADLINE_SECONDS = 120.0

@@ -9,65 +9,39 @@ from typing import Any
 import boto3
 from botocore.awsrequest import AWSResponse
 
-from scalelab import aws
-from scalelab.naming import RUN_TAG
+from scalelab.contracts.resources import Kind, ResourceRef
+from scalelab.core import aws
+from scalelab.core.naming import RUN_TAG
+from scalelab.resources.discovery import live_resources
 
-LIVE_INSTANCE_STATES = ["pending", "running", "shutting-down", "stopping", "stopped"]
+# The tests' own names for the kinds, in what they report.
+LABEL = {
+    Kind.AUTO_SCALING_GROUP: "auto_scaling_groups",
+    Kind.INSTANCE: "instances",
+    Kind.LISTENER: "listeners",
+    Kind.LOAD_BALANCER: "load_balancers",
+    Kind.TARGET_GROUP: "target_groups",
+    Kind.LAUNCH_TEMPLATE: "launch_templates",
+    Kind.SECURITY_GROUP: "security_groups",
+}
 
 
-def _run_filter(run_id: str) -> list[dict[str, Any]]:
-    return [{"Name": f"tag:{RUN_TAG}", "Values": [run_id]}]
-
-
-def _elb_tagged(arns: list[str], run_id: str) -> list[str]:
-    if not arns:
-        return []
-    elbv2 = boto3.client("elbv2")
-    tagged = []
-    for start in range(0, len(arns), 20):
-        for description in elbv2.describe_tags(ResourceArns=arns[start : start + 20])["TagDescriptions"]:
-            if {"Key": RUN_TAG, "Value": run_id} in description["Tags"]:
-                tagged.append(description["ResourceArn"])
-    return tagged
+def _by_label(found: list[ResourceRef]) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for ref in found:
+        grouped.setdefault(LABEL[ref.kind], []).append(ref.id)
+    return grouped
 
 
 def tagged_resources(run_id: str) -> dict[str, list[str]]:
-    """Every resource in the account carrying ``scalelab:run=<run_id>``, by kind (live ones only)."""
-    ec2 = boto3.client("ec2")
-    elbv2 = boto3.client("elbv2")
-    autoscaling = boto3.client("autoscaling")
-    load_balancers = [lb["LoadBalancerArn"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]]
-    listeners = [
-        listener["ListenerArn"]
-        for arn in load_balancers
-        for listener in elbv2.describe_listeners(LoadBalancerArn=arn)["Listeners"]
-    ]
-    reservations = ec2.describe_instances(
-        Filters=[*_run_filter(run_id), {"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
-    )["Reservations"]
-    found = {
-        "security_groups": [
-            group["GroupId"]
-            for group in ec2.describe_security_groups(Filters=_run_filter(run_id))["SecurityGroups"]
-        ],
-        "launch_templates": [
-            template["LaunchTemplateId"]
-            for template in ec2.describe_launch_templates(Filters=_run_filter(run_id))["LaunchTemplates"]
-        ],
-        "instances": [instance["InstanceId"] for r in reservations for instance in r["Instances"]],
-        "load_balancers": _elb_tagged(load_balancers, run_id),
-        "listeners": _elb_tagged(listeners, run_id),
-        "target_groups": _elb_tagged(
-            [tg["TargetGroupArn"] for tg in elbv2.describe_target_groups()["TargetGroups"]], run_id
-        ),
-        "auto_scaling_groups": [
-            group["AutoScalingGroupName"]
-            for group in autoscaling.describe_auto_scaling_groups()["AutoScalingGroups"]
-            if {"Key": RUN_TAG, "Value": run_id}
-            in [{"Key": tag["Key"], "Value": tag["Value"]} for tag in group.get("Tags", [])]
-        ],
-    }
-    return {kind: ids for kind, ids in found.items() if ids}
+    """Every resource in the account carrying ``scalelab:run=<run_id>``, by kind (live ones only).
+
+    Listed through each kind's own API with plain boto3 clients, never scalelab's (whose
+    calls a test may be faulting), and never through the Tagging API the janitor relies on.
+    """
+    return _by_label(
+        [ref for ref, tags in live_resources(clients=boto3.client) if tags.get(RUN_TAG) == run_id]
+    )
 
 
 @contextmanager
@@ -100,26 +74,4 @@ def lab_resources() -> dict[str, list[str]]:
 
     The default VPC's own security groups are not counted: every account has them.
     """
-    ec2 = boto3.client("ec2")
-    elbv2 = boto3.client("elbv2")
-    reservations = ec2.describe_instances(
-        Filters=[{"Name": "instance-state-name", "Values": LIVE_INSTANCE_STATES}]
-    )["Reservations"]
-    found = {
-        "instances": [instance["InstanceId"] for r in reservations for instance in r["Instances"]],
-        "security_groups": [
-            group["GroupId"]
-            for group in ec2.describe_security_groups()["SecurityGroups"]
-            if group["GroupName"] != "default"
-        ],
-        "launch_templates": [
-            template["LaunchTemplateId"] for template in ec2.describe_launch_templates()["LaunchTemplates"]
-        ],
-        "load_balancers": [lb["LoadBalancerArn"] for lb in elbv2.describe_load_balancers()["LoadBalancers"]],
-        "target_groups": [tg["TargetGroupArn"] for tg in elbv2.describe_target_groups()["TargetGroups"]],
-        "auto_scaling_groups": [
-            group["AutoScalingGroupName"]
-            for group in boto3.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
-        ],
-    }
-    return {kind: ids for kind, ids in found.items() if ids}
+    return _by_label([ref for ref, _tags in live_resources(clients=boto3.client)])

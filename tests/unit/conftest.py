@@ -7,23 +7,24 @@ from typing import Any
 
 import pytest
 
-from scalelab.ledger import RunTable
-from scalelab.models import PrepareEvent, ProvisionResult, RunConfig
-from scalelab.prepare import prepare_run
-from scalelab.provision import provision_lab
-from scalelab.settings import ProvisionSettings
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.run import PrepareEvent, RunConfig
+from scalelab.core.settings import ProvisionSettings, RunDefaults
+from scalelab.steps.prepare import prepare_run
+from scalelab.steps.provision import provision_lab
+from scalelab.store.runs import RunTable
 from tests.conftest import apply_function_environment
 
 PrepareRun = Callable[..., RunConfig]
 
 
 @pytest.fixture
-def prepare(run_table: RunTable) -> PrepareRun:
+def prepare(run_table: RunTable, run_defaults: RunDefaults) -> PrepareRun:
     """Run Prepare for an execution name and input, as the state machine would."""
 
     def run(execution_name: str = "run-0001", run_input: dict[str, Any] | None = None) -> RunConfig:
         event = PrepareEvent(execution_name=execution_name, input=run_input or {})
-        return prepare_run(event, run_table)
+        return prepare_run(event, run_table, run_defaults)
 
     return run
 
@@ -32,8 +33,7 @@ def prepare(run_table: RunTable) -> PrepareRun:
 def provision_settings(instance_profile: str, monkeypatch: pytest.MonkeyPatch) -> ProvisionSettings:
     environment = apply_function_environment(monkeypatch, "ProvisionLabFunction")
     assert environment["INSTANCE_PROFILE_ARN"] == instance_profile
-    settings: ProvisionSettings = ProvisionSettings.from_env()
-    return settings
+    return ProvisionSettings.from_env()
 
 
 @pytest.fixture

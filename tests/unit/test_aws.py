@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
-from scalelab.aws import AwsTransientError, name_transient_errors
+from scalelab.core.aws import AwsTransientError, name_transient_errors
 
 
 def failing(code: str, status: int = 400) -> ClientError:

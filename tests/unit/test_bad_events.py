@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.utilities.parser import BaseModel
 
-from scalelab.errors import InvalidInput
-from scalelab.ledger import RunTable
-from scalelab.models import PrepareEvent, RunConfig, parse_event
-from scalelab.prepare import prepare_run
-from scalelab.scaleout import AutoScalingEvent, AwaitScaleOutEvent
-from scalelab.targets import CheckTargetsEvent
-from scalelab.verdict import JudgeEvent
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.judge import JudgeEvent
+from scalelab.contracts.run import PrepareEvent, RunConfig
+from scalelab.contracts.scaleout import AutoScalingEvent, AwaitScaleOutEvent
+from scalelab.contracts.targets import CheckTargetsEvent
+from scalelab.core.errors import InvalidInput
+from scalelab.core.settings import RunDefaults
+from scalelab.steps.prepare import prepare_run
+from scalelab.store.runs import RunTable
 from tests.support.events import event_for
 
 
@@ -37,10 +39,12 @@ def rejection(event: Any, model: type[BaseModel]) -> str:
     return str(caught.value)
 
 
-def test_a_run_input_that_is_not_an_object_is_rejected_and_recorded(run_table: RunTable) -> None:
+def test_a_run_input_that_is_not_an_object_is_rejected_and_recorded(
+    run_table: RunTable, run_defaults: RunDefaults
+) -> None:
     # Was rejected as a malformed Prepare event, before Prepare could record the run.
     with pytest.raises(InvalidInput, match=r"invalid run input: expected a JSON object, got list"):
-        prepare_run(PrepareEvent(execution_name="listed", input=["lab"]), run_table)
+        prepare_run(PrepareEvent(execution_name="listed", input=["lab"]), run_table, run_defaults)
 
     record = run_table.load_run("listed")
     assert record is not None

@@ -8,13 +8,17 @@ import time
 import boto3
 import pytest
 
-from scalelab.errors import InvalidInput
-from scalelab.janitor import JanitorEvent, close_run, execution_arn, sweep
-from scalelab.ledger import RunTable
-from scalelab.models import ProvisionResult, RunConfig, parse_event
-from scalelab.naming import RUN_TAG
-from scalelab.provision import provision_lab
-from scalelab.settings import JanitorSettings, ProvisionSettings
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.janitor import JanitorEvent, RunResource, SweepProblem
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.resources import Kind, ResourceRef
+from scalelab.contracts.run import RunConfig
+from scalelab.core.errors import InvalidInput
+from scalelab.core.naming import RUN_TAG
+from scalelab.core.settings import JanitorSettings, ProvisionSettings
+from scalelab.steps.janitor import close_run, execution_arn, sweep
+from scalelab.steps.provision import provision_lab
+from scalelab.store.runs import RunTable
 from tests.conftest import TABLE_NAME
 from tests.support.account import aws_fault, tagged_resources
 from tests.unit.conftest import PrepareRun
@@ -39,6 +43,10 @@ def settings(account: None) -> JanitorSettings:
         cleanup_poll_seconds=1,
         lock_lease_seconds=14_400,
     )
+
+
+def swept(kind: Kind, physical_id: str) -> RunResource:
+    return RunResource(run_id=RUN, resource=ResourceRef(kind=kind, id=physical_id))
 
 
 def _start_execution(settings: JanitorSettings, name: str) -> None:
@@ -71,9 +79,9 @@ def test_a_sweep_removes_what_an_ended_run_left_even_outside_its_ledger(
     result = sweep(run_table, settings)
 
     assert tagged_resources(RUN) == {}
-    assert f"{RUN} instance:{stray}" in result.removed
-    assert f"{RUN} load_balancer:{lab.load_balancer_arn}" in result.removed
-    assert f"{RUN} auto_scaling_group:{lab.auto_scaling_group_name}" in result.removed
+    assert swept(Kind.INSTANCE, stray) in result.removed
+    assert swept(Kind.LOAD_BALANCER, lab.load_balancer_arn) in result.removed
+    assert swept(Kind.AUTO_SCALING_GROUP, lab.auto_scaling_group_name) in result.removed
     assert result.could_not_remove == []
     assert run_table.lock_holder("default") is None
 
@@ -84,8 +92,10 @@ def test_a_failing_ledger_teardown_does_not_stop_the_sweep(
     with aws_fault("elbv2", "DeleteLoadBalancer", "AccessDenied"):
         result = sweep(run_table, settings)
 
-    assert result.could_not_remove == [f"{RUN}: the ledger's teardown failed (AccessDenied)"]
-    assert f"{RUN} load_balancer:{lab.load_balancer_arn}" in result.removed
+    assert result.could_not_remove == [
+        SweepProblem(run_id=RUN, resource=None, reason="the ledger's teardown failed (AccessDenied)")
+    ]
+    assert swept(Kind.LOAD_BALANCER, lab.load_balancer_arn) in result.removed
     assert tagged_resources(RUN) == {}
 
 
@@ -197,7 +207,7 @@ def test_close_of_a_run_prepare_never_recorded_records_it(
 
 
 def test_a_close_without_the_execution_is_invalid_input_naming_it() -> None:
-    with pytest.raises(InvalidInput, match="a close needs execution_name and status"):
+    with pytest.raises(InvalidInput, match=r"^invalid Janitor event: execution_name: Field required"):
         parse_event({"action": "close", "status": "ABORTED"}, JanitorEvent, "Janitor event")
 
 

@@ -6,8 +6,10 @@ from typing import Any
 
 import pytest
 
-from scalelab.errors import InvalidInput
-from scalelab.models import RunInput, parse_event
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.run import RunInput
+from scalelab.core.errors import InvalidInput
+from scalelab.core.settings import RunDefaults
 from tests.conftest import apply_function_environment
 from tests.support.template import parameter_defaults
 
@@ -18,7 +20,7 @@ def _prepare_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def parse(raw: Any) -> RunInput:
-    return parse_event(raw, RunInput, "run input")
+    return parse_event(raw, RunInput, "run input", context=RunDefaults.from_env())
 
 
 def rejection(raw: Any) -> str:
@@ -155,6 +157,7 @@ def test_deadlines_adding_up_past_the_cap_name_the_parameter() -> None:
             },
             RunInput,
             "run input",
+            context=RunDefaults.from_env(),
         )
 
     assert "expectations: the three deadlines add up to 11000 s, above the RunDeadlinesCapSeconds" in str(

@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scalelab.naming import LAB_TAG, RUN_TAG, elb_name, resource_names, run_id_from_execution, run_tags
+from scalelab.core.naming import LAB_TAG, RUN_TAG, elb_name, resource_names, run_id_from_execution, run_tags
 
 # Step Functions execution names: 1-80 characters (any, in practice mostly [A-Za-z0-9_-]).
 execution_names = st.text(min_size=1, max_size=80)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from scalelab.errors import InvalidInput, LabBusy, NoSubnets
-from scalelab.ledger import RunTable
+from scalelab.core.errors import InvalidInput, LabBusy, NoSubnets
+from scalelab.store.runs import RunTable
 from tests.support.account import tagged_resources
 from tests.unit.conftest import PrepareRun
 

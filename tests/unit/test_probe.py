@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 
-from scalelab.errors import InvalidInput
-from scalelab.models import parse_event
-from scalelab.naming import resource_names
-from scalelab.probe import ProbeEvent, ProbeResult, ProbeSettings, nearest_rank, probe_app
-from scalelab.settings import ConfigurationError
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.probe import ProbeEvent, ProbeResult
+from scalelab.core.errors import InvalidInput
+from scalelab.core.naming import resource_names
+from scalelab.core.settings import ConfigurationError, ProbeSettings
+from scalelab.steps.probe import nearest_rank, probe_app
 from tests.conftest import FakeLambdaContext
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -31,20 +31,19 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
 from moto.core.config import default_user_config
 
-from scalelab import aws
-from scalelab.errors import InvalidInput
-from scalelab.ledger import RunTable
-from scalelab.models import parse_event
-from scalelab.scaleout import (
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.scaleout import (
     AwaitScaleOutEvent,
     AwaitScaleOutResult,
     IgnoredScalingEvent,
-    ScaleOutTable,
     ScalingEventResult,
-    await_scale_out,
-    on_scaling_event,
 )
-from scalelab.settings import TableSettings
+from scalelab.core import aws
+from scalelab.core.errors import InvalidInput
+from scalelab.core.settings import TableSettings
+from scalelab.steps.scaleout import await_scale_out, on_scaling_event
+from scalelab.store.runs import RunTable
+from scalelab.store.scaleout import ScaleOutTable
 from tests.conftest import TABLE_NAME, FakeLambdaContext
 from tests.support.account import aws_fault
 from tests.support.template import ROOT

@@ -32,21 +32,18 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ssm.models import ssm_backends
 from scalelab_rehearsal import moto_fixes
 
-from scalelab.errors import InvalidInput
-from scalelab.ledger import RunTable
-from scalelab.models import parse_event
-from scalelab.naming import RUN_TAG
-from scalelab.stress import (
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.stress import StartStressEvent, StopStressEvent
+from scalelab.core.errors import ForeignCommand, InvalidInput, NoInstancesInService
+from scalelab.core.naming import RUN_TAG
+from scalelab.steps.stress import (
     DURATION_TOKEN,
-    ForeignCommand,
-    NoInstancesInService,
-    StartStressEvent,
-    StopStressEvent,
     command_comment,
     render_stress_script,
     start_stress,
     stop_stress,
 )
+from scalelab.store.runs import RunTable
 from tests.conftest import REGION, FakeLambdaContext
 from tests.support.account import aws_fault
 from tests.unit.test_userdata import shellcheck

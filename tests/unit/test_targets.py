@@ -7,10 +7,12 @@ import time
 import boto3
 import pytest
 
-from scalelab.clock import utc_iso
-from scalelab.errors import InvalidInput
-from scalelab.models import ProvisionResult, parse_event
-from scalelab.targets import CheckTargetsEvent, TargetsNotHealthy, check_targets
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.targets import CheckTargetsEvent
+from scalelab.core.clock import utc_iso
+from scalelab.core.errors import InvalidInput, TargetsNotHealthy
+from scalelab.steps.targets import check_targets
 
 RUN = "targets-0001"
 

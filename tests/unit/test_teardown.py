@@ -6,11 +6,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from scalelab.ledger import RunTable
-from scalelab.models import ProvisionResult, RunConfig
-from scalelab.provision import provision_lab
-from scalelab.settings import ProvisionSettings
-from scalelab.teardown import teardown_lab
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.resources import Kind, ResourceRef
+from scalelab.contracts.run import RunConfig
+from scalelab.core.settings import ProvisionSettings
+from scalelab.steps.provision import provision_lab
+from scalelab.steps.teardown import teardown_lab
+from scalelab.store.runs import RunTable
 from tests.support.account import aws_fault, tagged_resources
 from tests.unit.conftest import PrepareRun
 
@@ -39,7 +41,7 @@ def test_teardown_removes_every_tagged_resource_and_releases_the_lab(
 def test_the_order_follows_the_dependencies(lab: ProvisionResult, run_table: RunTable) -> None:
     result = teardown_lab(RUN, run_table)
 
-    kinds = [label.split(":", 1)[0] for label in result.removed]
+    kinds = [ref.kind for ref in result.removed]
     assert kinds == [
         "auto_scaling_group",
         "listener",
@@ -79,8 +81,8 @@ def test_a_security_group_still_in_use_is_reported_and_removed_on_a_later_pass(
 
     assert first.done is False
     assert first.remaining == [
-        f"instance_security_group:{lab.instance_security_group_id}",
-        f"alb_security_group:{lab.alb_security_group_id}",
+        ResourceRef(kind=Kind.INSTANCE_SECURITY_GROUP, id=lab.instance_security_group_id),
+        ResourceRef(kind=Kind.ALB_SECURITY_GROUP, id=lab.alb_security_group_id),
     ]
     assert set(tagged_resources(RUN)) == {"security_groups"}
     assert run_table.lock_holder("default") == RUN
@@ -88,7 +90,7 @@ def test_a_security_group_still_in_use_is_reported_and_removed_on_a_later_pass(
     second = teardown_lab(RUN, run_table)
 
     assert second.done is True
-    assert sorted(second.removed) == sorted(first.remaining)
+    assert second.removed == first.remaining
     assert tagged_resources(RUN) == {}
     assert run_table.lock_holder("default") is None
 
@@ -100,7 +102,7 @@ def test_a_group_still_deleting_is_waited_for_not_deleted_again(
         first = teardown_lab(RUN, run_table)
 
     assert first.done is False
-    assert f"auto_scaling_group:{lab.auto_scaling_group_name}" in first.remaining
+    assert ResourceRef(kind=Kind.AUTO_SCALING_GROUP, id=lab.auto_scaling_group_name) in first.remaining
 
     assert teardown_lab(RUN, run_table).done is True
     assert tagged_resources(RUN) == {}
@@ -127,9 +129,10 @@ def test_a_resource_not_tagged_for_the_run_is_refused(
     result = teardown_lab(RUN, run_table)
 
     assert result.done is True
-    assert sorted(result.refused) == sorted(
-        [f"alb_security_group:{bystander['GroupId']}", f"instance_security_group:{other_run['GroupId']}"]
-    )
+    assert set(result.refused) == {
+        ResourceRef(kind=Kind.ALB_SECURITY_GROUP, id=bystander["GroupId"]),
+        ResourceRef(kind=Kind.INSTANCE_SECURITY_GROUP, id=other_run["GroupId"]),
+    }
     still_there = ec2.describe_security_groups(GroupIds=[bystander["GroupId"], other_run["GroupId"]])
     assert len(still_there["SecurityGroups"]) == 2
 

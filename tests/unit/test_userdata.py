@@ -17,7 +17,7 @@ from typing import ClassVar
 
 import pytest
 
-from scalelab.userdata import render_user_data
+from scalelab.steps.userdata import render_user_data
 
 ASSETS = Path(__file__).resolve().parents[2] / "layers" / "scalelab" / "scalelab" / "assets"
 TOKEN = "fake-imds-token"

@@ -8,10 +8,13 @@ from typing import Any
 import boto3
 import pytest
 
-from scalelab.clock import utc_iso
-from scalelab.ledger import RunTable
-from scalelab.models import ProvisionResult, RunConfig
-from scalelab.verdict import JudgeEvent, ReportSettings, judge_run
+from scalelab.contracts.judge import JudgeEvent
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.run import RunConfig
+from scalelab.core.clock import utc_iso
+from scalelab.core.settings import ReportSettings
+from scalelab.steps.verdict import judge_run
+from scalelab.store.runs import RunTable
 
 RUN = "judge-0001"
 BUCKET = "scalelab-test-reports"

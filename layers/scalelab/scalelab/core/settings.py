@@ -8,10 +8,9 @@ template.yaml sets these variables from its Parameters.
 from __future__ import annotations
 
 import os
-from functools import cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 
 def _split_commas(value: Any) -> Any:
@@ -33,7 +32,7 @@ class EnvModel(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     @classmethod
-    def from_env(cls) -> Any:
+    def from_env(cls) -> Self:
         try:
             return cls.model_validate(dict(os.environ))
         except ValidationError as exc:
@@ -98,8 +97,33 @@ class JanitorSettings(EnvModel):
     lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
 
 
-@cache
-def run_defaults() -> RunDefaults:
-    """The Prepare function's defaults, read once per process."""
-    result: RunDefaults = RunDefaults.from_env()
-    return result
+# The probe's function has a 120 s Lambda timeout. The requests may use 100 s of it;
+# the rest is for the cold start, name resolution (which no socket timeout bounds)
+# and returning the result.
+PROBE_LAMBDA_TIMEOUT_SECONDS = 120
+PROBE_BUDGET_SECONDS = 100.0
+
+
+class ProbeSettings(EnvModel):
+    """How hard the probe looks; each value comes from a template Parameter."""
+
+    requests: int = Field(alias="PROBE_REQUESTS", ge=1, le=200)
+    success_ratio: float = Field(alias="PROBE_SUCCESS_RATIO", gt=0, le=1)
+    timeout_seconds: float = Field(alias="PROBE_TIMEOUT_SECONDS", gt=0)
+
+    @model_validator(mode="after")
+    def _fits_the_lambda_timeout(self) -> Self:
+        worst_case = self.requests * self.timeout_seconds
+        if worst_case > PROBE_BUDGET_SECONDS:
+            raise ValueError(
+                f"PROBE_REQUESTS x PROBE_TIMEOUT_SECONDS = {self.requests} x {self.timeout_seconds:g} s "
+                f"= {worst_case:g} s, above the {PROBE_BUDGET_SECONDS:g} s the probe may take within "
+                f"its function's {PROBE_LAMBDA_TIMEOUT_SECONDS} s timeout; lower one of them"
+            )
+        return self
+
+
+class ReportSettings(EnvModel):
+    """Where Judge writes the run's report."""
+
+    reports_bucket: str = Field(alias="REPORTS_BUCKET", min_length=3)

@@ -10,47 +10,12 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from typing import Self
 
-from pydantic import Field, model_validator
-
-from scalelab.aws import client
-from scalelab.clock import as_utc, utc_iso
-from scalelab.errors import ScalelabError
-from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel, Timestamp, TimestampText
-from scalelab.observability import logger
-
-
-class TargetsNotHealthy(ScalelabError):
-    """The expected targets were not healthy by the deadline."""
-
-
-class CheckTargetsEvent(InputModel):
-    """Expect either ``healthy_count`` healthy targets, or ``instance_id`` healthy."""
-
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
-    target_group_arn: str = Field(pattern=r"^arn:aws[a-z-]*:elasticloadbalancing:.+:targetgroup/scalelab-")
-    since: Timestamp
-    within_seconds: int = Field(ge=1, le=86_400)
-    healthy_count: int | None = Field(default=None, ge=1)
-    instance_id: str | None = Field(default=None, pattern=r"^i-[0-9a-f]{8,17}$")
-
-    @model_validator(mode="after")
-    def _one_expectation(self) -> Self:
-        if (self.healthy_count is None) == (self.instance_id is None):
-            raise ValueError("give exactly one of healthy_count and instance_id")
-        return self
-
-
-class TargetSnapshot(OutputModel):
-    expectation: str
-    expectation_met: bool
-    counts: dict[str, int]
-    healthy_instances: list[str]
-    targets: dict[str, str]
-    checked_at: TimestampText
-    elapsed_seconds: int
-    deadline_at: str
+from scalelab.contracts.targets import CheckTargetsEvent, TargetSnapshot
+from scalelab.core.aws import client
+from scalelab.core.clock import as_utc, utc_iso
+from scalelab.core.errors import TargetsNotHealthy
+from scalelab.core.observability import logger
 
 
 def check_targets(event: CheckTargetsEvent, now: float | None = None) -> TargetSnapshot:

@@ -17,32 +17,21 @@ import contextlib
 import http.client
 import json
 import math
-import re
 import socket
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Self
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field, field_validator, model_validator
-
-from scalelab.clock import utc_iso
-from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel
-from scalelab.observability import logger
-from scalelab.settings import EnvModel
-
-# Same rule as RunRef.run_id (a test keeps the two equal).
+from scalelab.contracts.probe import Latency, ProbeEvent, ProbeResult
+from scalelab.core.clock import utc_iso
+from scalelab.core.observability import logger
+from scalelab.core.settings import ProbeSettings
 
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 
-# The function's Lambda timeout is 120 s. The requests may use 100 s of it;
-# the rest is for the cold start, name resolution (which no socket timeout
-# bounds) and returning the result.
-LAMBDA_TIMEOUT_SECONDS = 120
-PROBE_BUDGET_SECONDS = 100.0
 # The app's answer is a few hundred bytes; more than this is not read.
 MAX_BODY_BYTES = 64 * 1024
 # A new connection per request (as separate clients would), nothing cached.
@@ -52,76 +41,6 @@ REQUEST_HEADERS = {
     "Cache-Control": "no-cache",
     "Connection": "close",
 }
-
-
-class ProbeEvent(InputModel):
-    """What the state machine hands the probe: where to send requests, and how many targets are healthy."""
-
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
-    url: str = Field(min_length=8, max_length=2048)
-    healthy_count: int = Field(ge=0)
-
-    @field_validator("url")
-    @classmethod
-    def _plain_http_url(cls, value: str) -> str:
-        if not re.fullmatch(r"[\x21-\x7e]+", value):
-            raise ValueError("must be printable ASCII without spaces")
-        try:
-            parts = urlsplit(value)
-            _ = parts.port  # raises ValueError on a bad port
-        except ValueError as exc:
-            raise ValueError(f"is not a valid URL ({exc})") from None
-        if parts.scheme != "http":
-            raise ValueError(
-                "must start with http:// (the lab's load balancer listens on plain HTTP, port 80)"
-            )
-        if not parts.hostname:
-            raise ValueError("names no host")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("must not carry credentials")
-        if parts.fragment:
-            raise ValueError("must not have a #fragment")
-        if parts.path and not parts.path.startswith("/"):
-            raise ValueError("path must start with /")
-        return value
-
-
-class ProbeSettings(EnvModel):
-    """How hard the probe looks; each value comes from a template Parameter."""
-
-    requests: int = Field(alias="PROBE_REQUESTS", ge=1, le=200)
-    success_ratio: float = Field(alias="PROBE_SUCCESS_RATIO", gt=0, le=1)
-    timeout_seconds: float = Field(alias="PROBE_TIMEOUT_SECONDS", gt=0)
-
-    @model_validator(mode="after")
-    def _fits_the_lambda_timeout(self) -> Self:
-        worst_case = self.requests * self.timeout_seconds
-        if worst_case > PROBE_BUDGET_SECONDS:
-            raise ValueError(
-                f"PROBE_REQUESTS x PROBE_TIMEOUT_SECONDS = {self.requests} x {self.timeout_seconds:g} s "
-                f"= {worst_case:g} s, above the {PROBE_BUDGET_SECONDS:g} s the probe may take within "
-                f"its function's {LAMBDA_TIMEOUT_SECONDS} s timeout; lower one of them"
-            )
-        return self
-
-
-class Latency(OutputModel):
-    """Nearest-rank percentiles, in milliseconds, of the requests that got an HTTP answer."""
-
-    p50: float
-    p95: float
-
-
-class ProbeResult(OutputModel):
-    passed: bool
-    reason: str
-    requests: int
-    # HTTP status codes as strings, plus "timeout" and "connection_error"
-    # (those two always present, so a state can read them without a missing path).
-    status_counts: dict[str, int]
-    instances: list[str]
-    latency_ms: Latency
-    probed_at: str
 
 
 @dataclass(frozen=True)

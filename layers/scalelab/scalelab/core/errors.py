@@ -37,3 +37,23 @@ class LabBusy(ScalelabError):
 
 class ForeignResource(ScalelabError):
     """A resource with this run's name exists but is not tagged for this run."""
+
+
+class TargetsNotHealthy(ScalelabError):
+    """The expected targets were not healthy by the deadline."""
+
+
+class NoInstancesInService(ScalelabError):
+    """The group has no InService instance of this run to stress; no command was sent."""
+
+
+class ForeignCommand(ScalelabError):
+    """The command to cancel was not sent for this run; it was left alone."""
+
+
+class ScaleOutFailed(ScalelabError):
+    """The group could not launch an instance: the error the waiting task fails with.
+
+    Never raised in Python: its name is the ``error`` of ``SendTaskFailure``,
+    which is what the state machine's ``Catch`` sees.
+    """

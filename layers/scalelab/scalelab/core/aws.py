@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from scalelab.errors import ScalelabError
+from scalelab.core.errors import ScalelabError
 
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
 

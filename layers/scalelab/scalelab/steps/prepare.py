@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from botocore.exceptions import ClientError
 
-from scalelab.aws import client, error_code
-from scalelab.clock import utc_iso
-from scalelab.errors import InvalidInput, NoSubnets, ScalelabError
-from scalelab.ledger import RunTable
-from scalelab.models import (
+from scalelab.contracts.base import parse_event
+from scalelab.contracts.run import (
     ExpectationsConfig,
     LabConfig,
     PrepareEvent,
@@ -18,14 +17,19 @@ from scalelab.models import (
     RunInput,
     StressConfig,
     TimingConfig,
-    parse_event,
 )
-from scalelab.naming import resource_names, run_id_from_execution, run_tags
-from scalelab.observability import logger
-from scalelab.settings import run_defaults
+from scalelab.core.aws import client, error_code
+from scalelab.core.clock import utc_iso
+from scalelab.core.errors import InvalidInput, NoSubnets, ScalelabError
+from scalelab.core.naming import resource_names, run_id_from_execution, run_tags
+from scalelab.core.observability import logger
+from scalelab.core.settings import RunDefaults
+from scalelab.store.runs import RunTable
 
 
-def prepare_run(event: PrepareEvent, table: RunTable, now: float | None = None) -> RunConfig:
+def prepare_run(
+    event: PrepareEvent, table: RunTable, defaults: RunDefaults, now: float | None = None
+) -> RunConfig:
     """Turn an execution's input into the run config every later state reads.
 
     Nothing is created in the account here. A rejected run still leaves a
@@ -36,14 +40,14 @@ def prepare_run(event: PrepareEvent, table: RunTable, now: float | None = None) 
     logger.append_keys(run_id=run_id)
     lab_name: str | None = None
     try:
-        run_input = parse_event(event.input, RunInput, "run input")
+        run_input = parse_event(event.input, RunInput, "run input", context=defaults)
         lab_name = run_input.lab.name
         subnet_ids, vpc_id = resolve_subnets(run_input.lab.subnet_ids)
         if run_input.lab.launch_template is not None:
             check_launch_template_exists(run_input.lab.launch_template.name)
         config = build_run_config(run_id, run_input, subnet_ids, vpc_id, now)
         table.start_run(run_id, lab_name, config.model_dump(mode="json"), now, event.execution_name)
-        table.acquire_lock(lab_name, run_id, run_defaults().lock_lease_seconds, now)
+        table.acquire_lock(lab_name, run_id, defaults.lock_lease_seconds, now)
     except ScalelabError as exc:
         logger.warning("run rejected", extra={"reason": str(exc), "error": type(exc).__name__})
         table.reject_run(run_id, str(exc), now, lab_name, event.execution_name)
@@ -76,15 +80,13 @@ def resolve_subnets(given: list[str]) -> tuple[list[str], str]:
     """
     ec2 = client("ec2")
     if given:
-        try:
+        with _refused_as_input(
+            "InvalidSubnetID",
+            lambda exc: (
+                f"lab.subnet_ids: {exc.response['Error']['Message']}; pass subnets that exist in this region"
+            ),
+        ):
             subnets = ec2.describe_subnets(SubnetIds=given)["Subnets"]
-        except ClientError as exc:
-            if error_code(exc).startswith("InvalidSubnetID"):
-                raise InvalidInput(
-                    f"invalid run input: lab.subnet_ids: {exc.response['Error']['Message']}; "
-                    "pass subnets that exist in this region"
-                ) from None
-            raise
         vpcs = {subnet["VpcId"] for subnet in subnets}
         if len(vpcs) != 1:
             raise InvalidInput(
@@ -118,12 +120,22 @@ def resolve_subnets(given: list[str]) -> tuple[list[str], str]:
 
 
 def check_launch_template_exists(name: str) -> None:
-    try:
+    with _refused_as_input(
+        "InvalidLaunchTemplateName",
+        lambda _: (
+            f"lab.launch_template.name: no launch template named {name!r} "
+            "in this region; create it first or leave lab.launch_template out"
+        ),
+    ):
         client("ec2").describe_launch_templates(LaunchTemplateNames=[name])
+
+
+@contextmanager
+def _refused_as_input(code_prefix: str, problem: Callable[[ClientError], str]) -> Iterator[None]:
+    """AWS refusing what the input names (its error code starts with ``code_prefix``) is InvalidInput."""
+    try:
+        yield
     except ClientError as exc:
-        if error_code(exc).startswith("InvalidLaunchTemplateName"):
-            raise InvalidInput(
-                f"invalid run input: lab.launch_template.name: no launch template named {name!r} "
-                "in this region; create it first or leave lab.launch_template out"
-            ) from None
+        if error_code(exc).startswith(code_prefix):
+            raise InvalidInput(f"invalid run input: {problem(exc)}") from None
         raise

@@ -14,20 +14,17 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from botocore.exceptions import ClientError
-from pydantic import Field
 
-from scalelab.aws import client, error_code
-from scalelab.clock import utc_iso
-from scalelab.errors import ScalelabError
-from scalelab.models import RUN_ID_PATTERN, InputModel, OutputModel
-from scalelab.naming import RUN_TAG, tag_dict
-from scalelab.observability import logger
-from scalelab.userdata import asset_text
+from scalelab.contracts.stress import StartStressEvent, StartStressResult, StopStressEvent, StopStressResult
+from scalelab.core.assets import asset_text
+from scalelab.core.aws import client, error_code
+from scalelab.core.clock import utc_iso
+from scalelab.core.errors import ForeignCommand, NoInstancesInService
+from scalelab.core.naming import RUN_TAG, tag_dict
+from scalelab.core.observability import logger
 
 STRESS_SCRIPT = "stress.sh"
 DURATION_TOKEN = "__SCALELAB_STRESS_SECONDS__"  # noqa: S105 - a placeholder, not a password
-MIN_DURATION_SECONDS = 30
-MAX_DURATION_SECONDS = 86_400
 # SSM kills the script's process group this long after the duration, should the
 # script's own bounds (stress-ng --timeout, then coreutils timeout) both fail.
 EXECUTION_GRACE_SECONDS = 60
@@ -35,48 +32,10 @@ EXECUTION_GRACE_SECONDS = 60
 # a stress test starting later than this would no longer time the scale-out.
 DELIVERY_TIMEOUT_SECONDS = 300
 DOCUMENT_NAME = "AWS-RunShellScript"
-COMMAND_ID_PATTERN = r"^[A-Za-z0-9-]{36}$"
 # Command statuses after which nothing runs any more, and the one on the way there.
 FINISHED_STATUSES = frozenset({"Success", "Cancelled", "Failed", "TimedOut"})
 CANCELLING = "Cancelling"
 NOT_FOUND = "NotFound"
-
-
-class NoInstancesInService(ScalelabError):
-    """The group has no InService instance of this run to stress; no command was sent."""
-
-
-class ForeignCommand(ScalelabError):
-    """The command to cancel was not sent for this run; it was left alone."""
-
-
-class StartStressEvent(InputModel):
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
-    auto_scaling_group_name: str = Field(pattern=r"^scalelab-[A-Za-z0-9-]+$", max_length=255)
-    duration_seconds: int = Field(ge=MIN_DURATION_SECONDS, le=MAX_DURATION_SECONDS)
-
-
-class StartStressResult(OutputModel):
-    command_id: str
-    instance_ids: list[str]
-    duration_seconds: int
-    started_at: str
-
-
-class StopStressEvent(InputModel):
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
-    command_id: str = Field(pattern=COMMAND_ID_PATTERN)
-
-
-class StopStressResult(OutputModel):
-    """``cancelled``: this call asked SSM to cancel a command still running.
-
-    ``status``: the command's status as SSM reported it (``NotFound`` when SSM does not know it).
-    """
-
-    command_id: str
-    cancelled: bool
-    status: str
 
 
 class _Command(NamedTuple):

@@ -14,100 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from aws_lambda_powertools.metrics import MetricUnit
-from pydantic import ConfigDict, Field
 
-from scalelab.aws import client
-from scalelab.clock import seconds_between, utc_iso
-from scalelab.ledger import RunTable
-from scalelab.models import OutputModel, ProvisionResult, RunConfig, TimestampText
-from scalelab.observability import logger, metrics
-from scalelab.settings import EnvModel
-from scalelab.targets import TargetSnapshot
-
-
-class ReportSettings(EnvModel):
-    reports_bucket: str = Field(alias="REPORTS_BUCKET", min_length=3)
-
-
-# ---- what Judge reads of the workflow's state (each part may be missing) ----------------
-
-
-class StepError(OutputModel):
-    """What a Catch put in ``$.error``."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    error: str = Field(alias="Error")
-    cause: str | None = Field(default=None, alias="Cause")
-
-    @property
-    def message(self) -> str:
-        """The cause a person should read: a Lambda error's ``errorMessage``, else the cause as given."""
-        try:
-            payload = json.loads(self.cause or "")
-        except ValueError:
-            return self.cause or ""
-        message = payload.get("errorMessage") if isinstance(payload, dict) else None
-        return message if isinstance(message, str) else self.cause or ""
-
-
-class ProbeSummary(OutputModel):
-    passed: bool
-    reason: str
-
-
-class StressSummary(OutputModel):
-    command_id: str
-    started_at: TimestampText
-
-
-class ScaleOutSummary(OutputModel):
-    instance_id: str
-    launched_at: TimestampText
-
-
-class JudgeEvent(OutputModel):
-    """The workflow's state as Judge receives it: only ``config`` is sure to be there."""
-
-    config: RunConfig
-    provision: ProvisionResult | None = None
-    healthy: TargetSnapshot | None = None
-    probe: ProbeSummary | None = None
-    stress: StressSummary | None = None
-    scale_out: ScaleOutSummary | None = None
-    new_healthy: TargetSnapshot | None = None
-    error: StepError | None = None
-
-
-# ---- the verdict ------------------------------------------------------------------------
-
-
-class Check(OutputModel):
-    name: str
-    passed: bool
-    detail: str
-
-
-class Phase(OutputModel):
-    name: str
-    started_at: str
-    ended_at: str
-    seconds: int
-
-
-class ReportLocation(OutputModel):
-    bucket: str
-    key: str
-
-
-class Verdict(OutputModel):
-    run_id: str
-    passed: bool
-    reason: str
-    checks: list[Check]
-    timeline: list[Phase]
-    report: ReportLocation
-    judged_at: str
+from scalelab.contracts.judge import Check, JudgeEvent, Phase, ReportLocation, Verdict
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.core.aws import client
+from scalelab.core.clock import seconds_between, utc_iso
+from scalelab.core.observability import logger, metrics
+from scalelab.core.settings import ReportSettings
+from scalelab.store.runs import RunTable
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,8 @@
 from __future__ import annotations
 
 import base64
-from importlib import resources
 
-_ASSETS = resources.files("scalelab") / "assets"
-
-
-def asset_text(name: str) -> str:
-    return (_ASSETS / name).read_text(encoding="utf-8")
+from scalelab.core.assets import asset_text
 
 
 def render_user_data(app_port: int, health_path: str) -> str:

@@ -12,15 +12,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from scalelab.aws import client, error_code
-from scalelab.clock import utc_iso
-from scalelab.errors import ForeignResource
-from scalelab.ledger import RunTable
-from scalelab.models import ProvisionResult, RunConfig
-from scalelab.naming import RUN_TAG, as_tag_list, tag_dict
-from scalelab.observability import logger
-from scalelab.settings import ProvisionSettings
-from scalelab.userdata import render_user_data
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.resources import Kind
+from scalelab.contracts.run import RunConfig
+from scalelab.core.aws import client, error_code
+from scalelab.core.clock import utc_iso
+from scalelab.core.errors import ForeignResource
+from scalelab.core.naming import RUN_TAG, as_tag_list, tag_dict
+from scalelab.core.observability import logger
+from scalelab.core.settings import ProvisionSettings
+from scalelab.resources.kinds import elb_tags, owned_by
+from scalelab.steps.userdata import render_user_data
+from scalelab.store.runs import RunTable
 
 HTTP_PORT = 80
 SCALING_POLICY_NAME = "scalelab-cpu-target"
@@ -52,13 +55,13 @@ class Provisioner:
 
     def run(self) -> ProvisionResult:
         alb_sg = self.security_group(
-            "alb_security_group",
+            Kind.ALB_SECURITY_GROUP,
             self.names.alb_security_group,
             f"scalelab {self.config.run_id}: HTTP to the load balancer",
         )
         self.allow_ingress(alb_sg, HTTP_PORT, {"IpRanges": [{"CidrIp": self.settings.alb_ingress_cidr}]})
         instance_sg = self.security_group(
-            "instance_security_group",
+            Kind.INSTANCE_SECURITY_GROUP,
             self.names.instance_security_group,
             f"scalelab {self.config.run_id}: app port from the load balancer only",
         )
@@ -87,8 +90,9 @@ class Provisioner:
 
     # ---- helpers ---------------------------------------------------------------
 
-    def _record(self, kind: str, physical_id: str, tags: dict[str, str], *, created: bool) -> None:
-        if tags.get(RUN_TAG) != self.config.run_id:
+    def _record(self, kind: Kind, physical_id: str, tags: dict[str, str] | None, *, created: bool) -> None:
+        tags = tags or {}
+        if not owned_by(tags, self.config.run_id):
             raise ForeignResource(
                 f"{kind} {physical_id} has this run's name but is tagged {RUN_TAG}="
                 f"{tags.get(RUN_TAG)!r}, not {self.config.run_id!r}; it was left untouched"
@@ -101,7 +105,7 @@ class Provisioner:
 
     # ---- resources, in creation order -------------------------------------------
 
-    def security_group(self, kind: str, name: str, description: str) -> str:
+    def security_group(self, kind: Kind, name: str, description: str) -> str:
         existing = self.ec2.describe_security_groups(
             Filters=[
                 {"Name": "group-name", "Values": [name]},
@@ -148,7 +152,7 @@ class Provisioner:
                 raise
         else:
             template_id: str = existing["LaunchTemplateId"]
-            self._record("launch_template", template_id, tag_dict(existing.get("Tags")), created=False)
+            self._record(Kind.LAUNCH_TEMPLATE, template_id, tag_dict(existing.get("Tags")), created=False)
             return template_id, str(existing["LatestVersionNumber"]), True
         created = self.ec2.create_launch_template(
             LaunchTemplateName=self.names.launch_template,
@@ -156,7 +160,7 @@ class Provisioner:
             LaunchTemplateData=self.launch_template_data(instance_sg),
             TagSpecifications=self._tag_specs("launch-template"),
         )["LaunchTemplate"]
-        self._record("launch_template", created["LaunchTemplateId"], self.tags, created=True)
+        self._record(Kind.LAUNCH_TEMPLATE, created["LaunchTemplateId"], self.tags, created=True)
         return created["LaunchTemplateId"], str(created["LatestVersionNumber"]), True
 
     def launch_template_data(self, instance_sg: str) -> dict[str, Any]:
@@ -219,7 +223,7 @@ class Provisioner:
                 raise
         else:
             arn: str = existing["TargetGroups"][0]["TargetGroupArn"]
-            self._record("target_group", arn, self._elb_tags(arn), created=False)
+            self._record(Kind.TARGET_GROUP, arn, elb_tags(arn), created=False)
             return arn
         arn = self.elbv2.create_target_group(
             Name=self.names.target_group,
@@ -236,7 +240,7 @@ class Provisioner:
             Matcher={"HttpCode": "200"},
             Tags=as_tag_list(self.tags),
         )["TargetGroups"][0]["TargetGroupArn"]
-        self._record("target_group", arn, self.tags, created=True)
+        self._record(Kind.TARGET_GROUP, arn, self.tags, created=True)
         self.elbv2.modify_target_group_attributes(
             TargetGroupArn=arn,
             Attributes=[
@@ -254,7 +258,7 @@ class Provisioner:
         else:
             found: dict[str, Any] = existing["LoadBalancers"][0]
             arn = found["LoadBalancerArn"]
-            self._record("load_balancer", arn, self._elb_tags(arn), created=False)
+            self._record(Kind.LOAD_BALANCER, arn, elb_tags(arn), created=False)
             return found
         created: dict[str, Any] = self.elbv2.create_load_balancer(
             Name=self.names.load_balancer,
@@ -265,7 +269,7 @@ class Provisioner:
             IpAddressType="ipv4",
             Tags=as_tag_list(self.tags),
         )["LoadBalancers"][0]
-        self._record("load_balancer", created["LoadBalancerArn"], self.tags, created=True)
+        self._record(Kind.LOAD_BALANCER, created["LoadBalancerArn"], self.tags, created=True)
         return created
 
     def listener(self, load_balancer_arn: str, target_group_arn: str) -> str:
@@ -273,7 +277,7 @@ class Provisioner:
         for existing in listeners:
             if existing["Port"] == HTTP_PORT:
                 arn: str = existing["ListenerArn"]
-                self._record("listener", arn, self._elb_tags(arn), created=False)
+                self._record(Kind.LISTENER, arn, elb_tags(arn), created=False)
                 return arn
         arn = self.elbv2.create_listener(
             LoadBalancerArn=load_balancer_arn,
@@ -282,7 +286,7 @@ class Provisioner:
             DefaultActions=[{"Type": "forward", "TargetGroupArn": target_group_arn}],
             Tags=as_tag_list(self.tags),
         )["Listeners"][0]["ListenerArn"]
-        self._record("listener", arn, self.tags, created=True)
+        self._record(Kind.LISTENER, arn, self.tags, created=True)
         return arn
 
     def auto_scaling_group(self, template_id: str, template_version: str, target_group_arn: str) -> str:
@@ -290,8 +294,12 @@ class Provisioner:
         name = self.names.auto_scaling_group
         existing = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
         if existing["AutoScalingGroups"]:
-            tags = {tag["Key"]: tag["Value"] for tag in existing["AutoScalingGroups"][0]["Tags"]}
-            self._record("auto_scaling_group", name, tags, created=False)
+            self._record(
+                Kind.AUTO_SCALING_GROUP,
+                name,
+                tag_dict(existing["AutoScalingGroups"][0]["Tags"]),
+                created=False,
+            )
             return name
         self.autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
@@ -315,7 +323,7 @@ class Provisioner:
                 for key, value in {**self.tags, "Name": name}.items()
             ],
         )
-        self._record("auto_scaling_group", name, self.tags, created=True)
+        self._record(Kind.AUTO_SCALING_GROUP, name, self.tags, created=True)
         # One-minute group metrics show the scale-out in the console and to the judge.
         self.autoscaling.enable_metrics_collection(AutoScalingGroupName=name, Granularity="1Minute")
         return name
@@ -337,10 +345,6 @@ class Provisioner:
         )["ScalingPolicies"]
         arn: str = policies[0]["PolicyARN"]
         return arn
-
-    def _elb_tags(self, arn: str) -> dict[str, str]:
-        descriptions = self.elbv2.describe_tags(ResourceArns=[arn])["TagDescriptions"]
-        return tag_dict(descriptions[0]["Tags"]) if descriptions else {}
 
 
 def provision_lab(config: RunConfig, settings: ProvisionSettings, table: RunTable) -> ProvisionResult:

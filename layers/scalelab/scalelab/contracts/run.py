@@ -1,63 +1,29 @@
-"""Typed shapes of the run input and of what each step hands to the next.
+"""The run input a person sends, and the run config Prepare makes of it for every later state.
 
-Input models forbid unknown fields (a typo must not silently fall back to a
-default) and take every default from the Prepare function's environment,
-which template.yaml fills from its Parameters.
+The input's defaults and limits come from the Prepare function's settings
+(template Parameters), passed in as the validation context: models never read
+the environment themselves.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Annotated, Any, Self, TypeVar
+from copy import copy
+from typing import Annotated, Any, ClassVar, Self
 
-from aws_lambda_powertools.utilities.parser import BaseModel, ValidationError, parse
-from pydantic import AfterValidator, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from scalelab.clock import as_utc
-from scalelab.errors import InvalidInput
-from scalelab.naming import ResourceNames, resource_names, run_tags
-from scalelab.settings import run_defaults
-
-LAB_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,30}[a-z0-9]$|^[a-z0-9]$"
-RUN_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
-SUBNET_ID_PATTERN = r"^subnet-[0-9a-f]{8,17}$"
-VPC_ID_PATTERN = r"^vpc-[0-9a-f]{8,17}$"
-
-# ---- timestamps -----------------------------------------------------------------------
-
-# The moments a run can record. Bounding them here means no later date
-# arithmetic (a deadline, a duration, a conversion to UTC) can overflow.
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST = datetime(3000, 1, 1, tzinfo=UTC)
-
-
-def _recordable(moment: datetime) -> datetime:
-    """``moment`` in UTC, or a ValueError (which pydantic reports) when it is out of range."""
-    try:
-        utc = as_utc(moment)
-    except OverflowError:  # an offset pushing year 1 or 9999 past the calendar's ends
-        utc = None
-    if utc is None or not EARLIEST <= utc < LATEST:
-        raise ValueError(f"{moment.isoformat()} is not a time a run can have (UTC years 1970 to 2999)")
-    return utc
-
-
-def _timestamp_text(value: str) -> str:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO-8601 timestamp") from None
-    _recordable(moment)
-    return value
-
-
-# Timestamps travel through the state machine as ISO-8601 strings; held in UTC.
-Timestamp = Annotated[datetime, Field(strict=False), AfterValidator(_recordable)]
-# One a step wrote and a later one reads back (Judge): kept as written, checked to be readable.
-TimestampText = Annotated[str, AfterValidator(_timestamp_text)]
-
-# ---- what a lab is made of (the run input and the run config share these rules) -------------
+from scalelab.contracts.base import (
+    LAB_NAME_PATTERN,
+    SUBNET_ID_PATTERN,
+    VPC_ID_PATTERN,
+    InputModel,
+    OutputModel,
+    RunId,
+    TimestampText,
+)
+from scalelab.core.naming import ResourceNames, resource_names, run_tags
+from scalelab.core.settings import RunDefaults
 
 LabName = Annotated[str, Field(pattern=LAB_NAME_PATTERN)]
 AppPort = Annotated[int, Field(ge=1024, le=65535)]
@@ -83,10 +49,44 @@ def check_group_sizes(min_size: int, desired_capacity: int, max_size: int) -> No
         raise ValueError("; ".join(problems))
 
 
-class InputModel(BaseModel):
-    """Base of what a person or the state machine sends: strict, unknown fields rejected."""
+def defaults_of(info: ValidationInfo) -> RunDefaults:
+    """The run defaults the caller validated with (``context=RunDefaults``)."""
+    if not isinstance(info.context, RunDefaults):
+        raise TypeError("validate the run input with context=RunDefaults (the Prepare function's settings)")
+    return info.context
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+def _with_defaults(data: Any, defaults: dict[str, Any]) -> Any:
+    """``data`` with every field it leaves out taken from ``defaults`` (anything else is left to
+    validation, which names what is wrong)."""
+    return {**defaults, **data} if isinstance(data, dict) else data
+
+
+def _at_most(value: int, cap: int, parameter: str) -> int:
+    if value > cap:
+        raise ValueError(f"{value} is above the {parameter} Parameter ({cap})")
+    return value
+
+
+class SectionInput(InputModel):
+    """A section of the run input whose missing fields take the template's defaults.
+
+    ``DEFAULTS`` maps each field to the RunDefaults attribute (a template Parameter) it defaults to.
+    """
+
+    DEFAULTS: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: ValidationInfo) -> Any:
+        defaults = defaults_of(info)
+        # Copied, so no run's input can change the list the defaults hold.
+        return _with_defaults(
+            data, {field: copy(getattr(defaults, name)) for field, name in cls.DEFAULTS.items()}
+        )
+
+
+# ---- the run input ------------------------------------------------------------------------
 
 
 class LaunchTemplateRef(InputModel):
@@ -96,22 +96,34 @@ class LaunchTemplateRef(InputModel):
     version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
 
 
-class LabInput(InputModel):
-    name: LabName = Field(default_factory=lambda: run_defaults().lab_name)
-    instance_type: str = Field(default_factory=lambda: run_defaults().instance_type)
-    min_size: int = Field(default_factory=lambda: run_defaults().min_size, ge=0)
-    desired_capacity: int = Field(default_factory=lambda: run_defaults().desired_capacity, ge=1)
-    max_size: int = Field(default_factory=lambda: run_defaults().max_size, ge=1)
-    app_port: AppPort = Field(default_factory=lambda: run_defaults().app_port)
-    health_path: HealthPath = Field(default_factory=lambda: run_defaults().health_path)
-    cpu_target_percent: CpuPercent = Field(default_factory=lambda: run_defaults().cpu_target_percent)
-    subnet_ids: list[str] = Field(default_factory=lambda: list(run_defaults().subnet_ids))
+class LabInput(SectionInput):
+    DEFAULTS: ClassVar[dict[str, str]] = {
+        "name": "lab_name",
+        "instance_type": "instance_type",
+        "min_size": "min_size",
+        "desired_capacity": "desired_capacity",
+        "max_size": "max_size",
+        "app_port": "app_port",
+        "health_path": "health_path",
+        "cpu_target_percent": "cpu_target_percent",
+        "subnet_ids": "subnet_ids",
+    }
+
+    name: LabName
+    instance_type: str
+    min_size: int = Field(ge=0)
+    desired_capacity: int = Field(ge=1)
+    max_size: int = Field(ge=1)
+    app_port: AppPort
+    health_path: HealthPath
+    cpu_target_percent: CpuPercent
+    subnet_ids: list[str]
     launch_template: LaunchTemplateRef | None = None
 
     @field_validator("instance_type")
     @classmethod
-    def _instance_type_allowed(cls, value: str) -> str:
-        allowed = run_defaults().allowed_instance_types
+    def _instance_type_allowed(cls, value: str, info: ValidationInfo) -> str:
+        allowed = defaults_of(info).allowed_instance_types
         if value not in allowed:
             raise ValueError(
                 f"{value!r} is not in the allowed instance types ({', '.join(allowed)}); "
@@ -121,11 +133,8 @@ class LabInput(InputModel):
 
     @field_validator("max_size")
     @classmethod
-    def _max_size_capped(cls, value: int) -> int:
-        cap = run_defaults().max_size_cap
-        if value > cap:
-            raise ValueError(f"{value} is above the MaxSizeCap Parameter ({cap})")
-        return value
+    def _max_size_capped(cls, value: int, info: ValidationInfo) -> int:
+        return _at_most(value, defaults_of(info).max_size_cap, "MaxSizeCap")
 
     @field_validator("subnet_ids")
     @classmethod
@@ -143,33 +152,30 @@ class LabInput(InputModel):
         return self
 
 
-class StressInput(InputModel):
-    duration_seconds: int = Field(default_factory=lambda: run_defaults().stress_seconds, ge=30)
+class StressInput(SectionInput):
+    DEFAULTS: ClassVar[dict[str, str]] = {"duration_seconds": "stress_seconds"}
+
+    duration_seconds: int = Field(ge=30)
 
     @field_validator("duration_seconds")
     @classmethod
-    def _duration_capped(cls, value: int) -> int:
-        cap = run_defaults().stress_seconds_cap
-        if value > cap:
-            raise ValueError(f"{value} is above the StressDurationCapSeconds Parameter ({cap})")
-        return value
+    def _duration_capped(cls, value: int, info: ValidationInfo) -> int:
+        return _at_most(value, defaults_of(info).stress_seconds_cap, "StressDurationCapSeconds")
 
 
-class ExpectationsInput(InputModel):
-    healthy_within_seconds: int = Field(
-        default_factory=lambda: run_defaults().healthy_within_seconds, ge=1, le=86_400
-    )
-    scale_out_within_seconds: int = Field(
-        default_factory=lambda: run_defaults().scale_out_within_seconds, ge=1, le=86_400
-    )
-    new_instance_healthy_within_seconds: int = Field(
-        default_factory=lambda: run_defaults().new_instance_healthy_within_seconds,
-        ge=1,
-        le=86_400,
-    )
+class ExpectationsInput(SectionInput):
+    DEFAULTS: ClassVar[dict[str, str]] = {
+        "healthy_within_seconds": "healthy_within_seconds",
+        "scale_out_within_seconds": "scale_out_within_seconds",
+        "new_instance_healthy_within_seconds": "new_instance_healthy_within_seconds",
+    }
+
+    healthy_within_seconds: int = Field(ge=1, le=86_400)
+    scale_out_within_seconds: int = Field(ge=1, le=86_400)
+    new_instance_healthy_within_seconds: int = Field(ge=1, le=86_400)
 
     @model_validator(mode="after")
-    def _deadlines_fit_the_run(self) -> Self:
+    def _deadlines_fit_the_run(self, info: ValidationInfo) -> Self:
         # Past the deadlines the run still stresses, judges and tears down, all before the
         # state machine's own 4-hour timeout, which the cap keeps room for.
         total = (
@@ -177,7 +183,7 @@ class ExpectationsInput(InputModel):
             + self.scale_out_within_seconds
             + self.new_instance_healthy_within_seconds
         )
-        cap = run_defaults().run_deadlines_cap_seconds
+        cap = defaults_of(info).run_deadlines_cap_seconds
         if total > cap:
             raise ValueError(
                 f"the three deadlines add up to {total} s, above the RunDeadlinesCapSeconds "
@@ -186,17 +192,27 @@ class ExpectationsInput(InputModel):
         return self
 
 
-class TimingInput(InputModel):
-    poll_seconds: int = Field(default_factory=lambda: run_defaults().poll_seconds, ge=1, le=3600)
+class TimingInput(SectionInput):
+    DEFAULTS: ClassVar[dict[str, str]] = {"poll_seconds": "poll_seconds"}
+
+    poll_seconds: int = Field(ge=1, le=3600)
 
 
 class RunInput(InputModel):
-    """What a person passes to ``start-execution``; every field is optional."""
+    """What a person passes to ``start-execution``; every field is optional.
 
-    lab: LabInput = Field(default_factory=LabInput)
-    stress: StressInput = Field(default_factory=StressInput)
-    expectations: ExpectationsInput = Field(default_factory=ExpectationsInput)
-    timing: TimingInput = Field(default_factory=TimingInput)
+    Validate it with ``context=RunDefaults``: the defaults and limits are the template's Parameters.
+    """
+
+    lab: LabInput
+    stress: StressInput
+    expectations: ExpectationsInput
+    timing: TimingInput
+
+    @model_validator(mode="before")
+    @classmethod
+    def _every_section(cls, data: Any) -> Any:
+        return _with_defaults(data, {"lab": {}, "stress": {}, "expectations": {}, "timing": {}})
 
 
 class PrepareEvent(InputModel):
@@ -208,12 +224,6 @@ class PrepareEvent(InputModel):
 
 
 # ---- what Prepare hands the later states -------------------------------------------
-
-
-class OutputModel(BaseModel):
-    """Base of what a step returns for later states to read."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class LabConfig(OutputModel):
@@ -260,7 +270,7 @@ class RunConfig(OutputModel):
     and then refused by this run's teardown.
     """
 
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
+    run_id: RunId
     lab: LabConfig
     stress: StressConfig
     expectations: ExpectationsConfig
@@ -295,39 +305,4 @@ class RunConfig(OutputModel):
 class RunRef(OutputModel):
     """The least a step needs to find a run: its id (teardown, janitor)."""
 
-    run_id: str = Field(pattern=RUN_ID_PATTERN)
-
-
-class ProvisionResult(OutputModel):
-    alb_security_group_id: str
-    instance_security_group_id: str
-    launch_template_id: str
-    launch_template_version: str
-    launch_template_owned: bool
-    target_group_arn: str
-    load_balancer_arn: str
-    load_balancer_dns_name: str
-    listener_arn: str
-    auto_scaling_group_name: str
-    scaling_policy_arn: str
-    provisioned_at: TimestampText
-
-
-class TeardownResult(OutputModel):
-    done: bool
-    removed: list[str]
-    remaining: list[str]
-    refused: list[str]
-
-
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-
-def parse_event(event: Any, model: type[ModelT], what: str) -> ModelT:
-    """Parse ``event`` with Powertools' parser; a bad field becomes one InvalidInput."""
-    if not isinstance(event, dict):
-        raise InvalidInput(f"invalid {what}: expected a JSON object, got {type(event).__name__}")
-    try:
-        return parse(event=event, model=model)
-    except ValidationError as exc:
-        raise InvalidInput.from_pydantic(what, exc.errors()) from None
+    run_id: RunId

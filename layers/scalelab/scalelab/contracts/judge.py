@@ -1,0 +1,87 @@
+"""Judge: what it reads of the workflow's state (each part may be missing), and the verdict."""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ConfigDict, Field
+
+from scalelab.contracts.base import OutputModel, TimestampText
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.run import RunConfig
+from scalelab.contracts.targets import TargetSnapshot
+
+
+class StepError(OutputModel):
+    """What a Catch put in ``$.error``."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    error: str = Field(alias="Error")
+    cause: str | None = Field(default=None, alias="Cause")
+
+    @property
+    def message(self) -> str:
+        """The cause a person should read: a Lambda error's ``errorMessage``, else the cause as given."""
+        try:
+            payload = json.loads(self.cause or "")
+        except ValueError:
+            return self.cause or ""
+        message = payload.get("errorMessage") if isinstance(payload, dict) else None
+        return message if isinstance(message, str) else self.cause or ""
+
+
+class ProbeSummary(OutputModel):
+    passed: bool
+    reason: str
+
+
+class StressSummary(OutputModel):
+    command_id: str
+    started_at: TimestampText
+
+
+class ScaleOutSummary(OutputModel):
+    instance_id: str
+    launched_at: TimestampText
+
+
+class JudgeEvent(OutputModel):
+    """The workflow's state as Judge receives it: only ``config`` is sure to be there."""
+
+    config: RunConfig
+    provision: ProvisionResult | None = None
+    healthy: TargetSnapshot | None = None
+    probe: ProbeSummary | None = None
+    stress: StressSummary | None = None
+    scale_out: ScaleOutSummary | None = None
+    new_healthy: TargetSnapshot | None = None
+    error: StepError | None = None
+
+
+class Check(OutputModel):
+    name: str
+    passed: bool
+    detail: str
+
+
+class Phase(OutputModel):
+    name: str
+    started_at: str
+    ended_at: str
+    seconds: int
+
+
+class ReportLocation(OutputModel):
+    bucket: str
+    key: str
+
+
+class Verdict(OutputModel):
+    run_id: str
+    passed: bool
+    reason: str
+    checks: list[Check]
+    timeline: list[Phase]
+    report: ReportLocation
+    judged_at: str
