@@ -26,6 +26,18 @@ def test_names_that_clean_to_the_same_text_get_different_run_ids() -> None:
     assert run_id_from_execution("Run_1") != run_id_from_execution("run-1")
 
 
+def test_names_that_differ_only_in_case_get_different_run_ids() -> None:
+    # Step Functions execution names are case-sensitive: two executions, two runs.
+    assert run_id_from_execution("Victim-X") != run_id_from_execution("victim-X")
+    assert run_id_from_execution("victim-X") != run_id_from_execution("victim-x")
+
+
+@given(execution_names, execution_names)
+def test_different_execution_names_never_share_a_run_id(first: str, second: str) -> None:
+    if first != second:
+        assert run_id_from_execution(first) != run_id_from_execution(second)
+
+
 @given(execution_names)
 def test_every_execution_name_gives_a_valid_run_id(name: str) -> None:
     run_id = run_id_from_execution(name)

@@ -144,3 +144,27 @@ def test_two_runs_of_one_lab_one_runs_the_other_fails_fast_on_the_lock(rehearsal
     for outcome in outcomes.values():
         assert tagged_resources(outcome.run_id) == {}
     assert rehearsal.lock_holder() is None
+
+
+def test_execution_names_differing_only_in_case_are_two_runs_that_never_touch_each_other(
+    rehearsal: Rehearsal,
+) -> None:
+    # Issue 15 #1: "victim-X" shared "Victim-X"'s run id, so its rejection's cleanup deleted
+    # the running lab, and a valid second run adopted it.
+    victim = rehearsal.start(merged_input(None), "Victim-X")
+    rejected = rehearsal.start({"foo": 1}, "victim-X")
+    same_lab = rehearsal.start(merged_input(None), "VICTIM-X")
+
+    rejected_outcome = rehearsal.finish(rejected)
+    same_lab_outcome = rehearsal.finish(same_lab)
+    victim_outcome = rehearsal.finish(victim)
+
+    assert len({victim_outcome.run_id, rejected_outcome.run_id, same_lab_outcome.run_id}) == 3
+    assert victim_outcome.status == "SUCCEEDED", victim_outcome.cause
+    assert rejected_outcome.error == "InvalidInput"
+    assert same_lab_outcome.error == "LabBusy"
+    assert same_lab_outcome.cause is not None
+    assert f"is in use by run '{victim_outcome.run_id}'" in same_lab_outcome.cause
+    for outcome in (victim_outcome, rejected_outcome, same_lab_outcome):
+        assert tagged_resources(outcome.run_id) == {}
+    assert rehearsal.lock_holder() is None

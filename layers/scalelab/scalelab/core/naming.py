@@ -42,12 +42,14 @@ def run_id_from_execution(execution_name: str) -> str:
     """A stable, lowercase run id derived from the Step Functions execution name.
 
     The same execution name always gives the same id, so a retried Prepare
-    finds the run it already recorded.
+    finds the run it already recorded. Execution names are case-sensitive, so
+    a name that is not already its own lowercase, hyphenated form gets a hash
+    of its exact spelling: ``Victim-X`` and ``victim-X`` are two runs.
     """
     cleaned = re.sub(r"[^a-z0-9]+", "-", execution_name.lower()).strip("-")
     if not cleaned:
         return f"run-{_digest(execution_name)}"
-    if cleaned != execution_name.lower() or len(cleaned) > RUN_ID_MAX:
+    if cleaned != execution_name or len(cleaned) > RUN_ID_MAX:
         # Two different execution names must not collide after cleaning.
         head = cleaned[: RUN_ID_MAX - 9].rstrip("-")
         return f"{head}-{_digest(execution_name)}"
