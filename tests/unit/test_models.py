@@ -163,3 +163,14 @@ def test_deadlines_adding_up_past_the_cap_name_the_parameter() -> None:
     assert "expectations: the three deadlines add up to 11000 s, above the RunDeadlinesCapSeconds" in str(
         raised.value
     )
+
+
+def test_several_bad_fields_are_all_named_in_one_message() -> None:
+    # Issue 15 #7: the sizes were checked only once every field was valid, so a bad name hid them.
+    message = rejection({"lab": {"name": "Bad Name!", "min_size": 3, "desired_capacity": 2, "max_size": 1}})
+
+    assert "lab.name: String should match pattern" in message
+    assert (
+        "lab.max_size: desired_capacity (2) is below min_size (3); max_size (1) is below desired_capacity (2)"
+        in message
+    )

@@ -133,7 +133,13 @@ class LabInput(SectionInput):
 
     @field_validator("max_size")
     @classmethod
-    def _max_size_capped(cls, value: int, info: ValidationInfo) -> int:
+    def _max_size_capped_and_above_the_others(cls, value: int, info: ValidationInfo) -> int:
+        # A field validator, not a model one: pydantic skips model validators once any field
+        # failed, and the sizes must be named together with every other bad field. The fields
+        # before this one are in info.data when they were valid.
+        min_size, desired = info.data.get("min_size"), info.data.get("desired_capacity")
+        if min_size is not None and desired is not None:
+            check_group_sizes(min_size, desired, value)
         return _at_most(value, defaults_of(info).max_size_cap, "MaxSizeCap")
 
     @field_validator("subnet_ids")
@@ -145,11 +151,6 @@ class LabInput(SectionInput):
         if len(set(value)) != len(value):
             raise ValueError("lists a subnet more than once")
         return value
-
-    @model_validator(mode="after")
-    def _sizes_consistent(self) -> Self:
-        check_group_sizes(self.min_size, self.desired_capacity, self.max_size)
-        return self
 
 
 class StressInput(SectionInput):
@@ -294,10 +295,15 @@ class RunConfig(OutputModel):
     @classmethod
     def _tags_of_the_run(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
         run_id, lab = info.data.get("run_id"), info.data.get("lab")
-        if run_id is not None and lab is not None and value != run_tags(run_id, lab.name):
+        if run_id is None or lab is None:
+            return value
+        expected = run_tags(run_id, lab.name)
+        if value != expected:
+            wrong = sorted(key for key in {*value, *expected} if value.get(key) != expected.get(key))
             raise ValueError(
                 f"are not the tags Prepare derives from run_id {run_id!r} and lab.name {lab.name!r} "
-                f"({run_tags(run_id, lab.name)}); pass the config Prepare returned, unchanged"
+                f"({expected}); these keys differ: {', '.join(wrong)}; pass the config Prepare "
+                "returned, unchanged"
             )
         return value
 
