@@ -12,6 +12,7 @@ from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.resources import Kind
 from scalelab.contracts.run import RunConfig
 from scalelab.core.errors import ForeignResource
+from scalelab.core.naming import as_tag_list
 from scalelab.core.settings import ProvisionSettings
 from scalelab.steps.provision import provision_lab
 from scalelab.store.runs import RunTable
@@ -210,6 +211,47 @@ def test_a_same_named_resource_of_another_run_is_not_adopted(
     record = run_table.load_run(RUN)
     assert record is not None
     assert record.resources == {}
+
+
+def test_a_planted_resource_with_the_runs_name_and_tag_is_not_adopted(
+    config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable
+) -> None:
+    # Issue 15 #5: a group planted with the run's name and tag, SSH open to the world, was reused.
+    ec2 = boto3.client("ec2")
+    planted = ec2.create_security_group(
+        GroupName=config.names.alb_security_group,
+        Description="planted",
+        VpcId=config.lab.vpc_id,
+        TagSpecifications=[{"ResourceType": "security-group", "Tags": as_tag_list(config.tags)}],
+    )["GroupId"]
+    ec2.authorize_security_group_ingress(
+        GroupId=planted,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
+
+    with pytest.raises(ForeignResource, match="never recorded"):
+        provision_lab(config, provision_settings, run_table)
+
+    record = run_table.load_run(RUN)
+    assert record is not None
+    assert record.resources == {}
+    assert tagged_resources(RUN) == {"security_groups": [planted]}
+
+
+def test_a_recorded_security_group_opened_since_is_not_reused(
+    lab: ProvisionResult, config: RunConfig, provision_settings: ProvisionSettings, run_table: RunTable
+) -> None:
+    boto3.client("ec2").authorize_security_group_ingress(
+        GroupId=lab.instance_security_group_id,
+        IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+        ],
+    )
+
+    with pytest.raises(ForeignResource, match="port 22"):
+        provision_lab(config, provision_settings, run_table)
 
 
 def test_a_user_launch_template_is_used_as_given(

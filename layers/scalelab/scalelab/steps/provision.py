@@ -8,6 +8,7 @@ neither fails on "already exists" nor creates a second copy.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -42,6 +43,54 @@ INSTANCE_WARMUP_SECONDS = 120
 DEFAULT_ROOT_VOLUME_GIB = 8
 
 
+@dataclass(frozen=True)
+class Ingress:
+    """The one inbound rule of a lab security group: TCP on ``port`` from one source."""
+
+    port: int
+    # Where EC2 lists the source ("IpRanges" or "UserIdGroupPairs") and the key naming it.
+    source_list: str
+    source_key: str
+    source: str
+
+    def permission(self) -> dict[str, Any]:
+        return {
+            "IpProtocol": "tcp",
+            "FromPort": self.port,
+            "ToPort": self.port,
+            self.source_list: [{self.source_key: self.source}],
+        }
+
+    def others_in(self, permissions: list[dict[str, Any]]) -> list[str]:
+        """Every rule in ``permissions`` that is not this one, as a person reads it."""
+        found: list[str] = []
+        for permission in permissions:
+            ports = (permission.get("IpProtocol"), permission.get("FromPort"), permission.get("ToPort"))
+            sources = [
+                str(entry.get(key))
+                for listed, key in (
+                    ("IpRanges", "CidrIp"),
+                    ("Ipv6Ranges", "CidrIpv6"),
+                    ("PrefixListIds", "PrefixListId"),
+                    ("UserIdGroupPairs", "GroupId"),
+                )
+                for entry in permission.get(listed, [])
+                if (listed, key, str(entry.get(key))) != (self.source_list, self.source_key, self.source)
+                or ports != ("tcp", self.port, self.port)
+            ]
+            found.extend(
+                f"{ports[0]} port {_port_range(ports[1], ports[2])} from {source}" for source in sources
+            )
+        return found
+
+    def __str__(self) -> str:
+        return f"tcp port {self.port} from {self.source}"
+
+
+def _port_range(low: Any, high: Any) -> str:
+    return str(low) if low == high else f"{low}-{high}"
+
+
 class Provisioner:
     def __init__(self, config: RunConfig, settings: ProvisionSettings, table: RunTable) -> None:
         self.config = config
@@ -52,20 +101,23 @@ class Provisioner:
         self.ec2 = client("ec2")
         self.elbv2 = client("elbv2")
         self.autoscaling = client("autoscaling")
+        # What an earlier try of this run created: a retry reuses these, and nothing else.
+        record = table.load_run(config.run_id)
+        self.recorded = dict(record.resources) if record is not None else {}
 
     def run(self) -> ProvisionResult:
         alb_sg = self.security_group(
             Kind.ALB_SECURITY_GROUP,
             self.names.alb_security_group,
             f"scalelab {self.config.run_id}: HTTP to the load balancer",
+            Ingress(HTTP_PORT, "IpRanges", "CidrIp", self.settings.alb_ingress_cidr),
         )
-        self.allow_ingress(alb_sg, HTTP_PORT, {"IpRanges": [{"CidrIp": self.settings.alb_ingress_cidr}]})
         instance_sg = self.security_group(
             Kind.INSTANCE_SECURITY_GROUP,
             self.names.instance_security_group,
             f"scalelab {self.config.run_id}: app port from the load balancer only",
+            Ingress(self.config.lab.app_port, "UserIdGroupPairs", "GroupId", alb_sg),
         )
-        self.allow_ingress(instance_sg, self.config.lab.app_port, {"UserIdGroupPairs": [{"GroupId": alb_sg}]})
         template_id, template_version, owned = self.launch_template(instance_sg)
         target_group_arn = self.target_group()
         load_balancer = self.load_balancer(alb_sg)
@@ -91,12 +143,22 @@ class Provisioner:
     # ---- helpers ---------------------------------------------------------------
 
     def _record(self, kind: Kind, physical_id: str, tags: dict[str, str] | None, *, created: bool) -> None:
-        tags = tags or {}
-        if not owned_by(tags, self.config.run_id):
-            raise ForeignResource(
-                f"{kind} {physical_id} has this run's name but is tagged {RUN_TAG}="
-                f"{tags.get(RUN_TAG)!r}, not {self.config.run_id!r}; it was left untouched"
-            )
+        """Write what this call created into the ledger; check that what it found is this run's own:
+        tagged for the run, and recorded in the run's ledger by an earlier try (a resource someone
+        else made with the run's name and tag is never adopted)."""
+        if not created:
+            tags = tags or {}
+            if not owned_by(tags, self.config.run_id):
+                raise ForeignResource(
+                    f"{kind} {physical_id} has this run's name but is tagged {RUN_TAG}="
+                    f"{tags.get(RUN_TAG)!r}, not {self.config.run_id!r}; it was left untouched"
+                )
+            if self.recorded.get(kind) != physical_id:
+                raise ForeignResource(
+                    f"{kind} {physical_id} has this run's name and tag, but this run never recorded "
+                    "creating it, so it was not adopted and was left untouched; delete it, or start "
+                    "the run under another execution name"
+                )
         self.table.record_resource(self.config.run_id, kind, physical_id)
         logger.info("created" if created else "reused", extra={"kind": kind, "id": physical_id})
 
@@ -105,7 +167,8 @@ class Provisioner:
 
     # ---- resources, in creation order -------------------------------------------
 
-    def security_group(self, kind: Kind, name: str, description: str) -> str:
+    def security_group(self, kind: Kind, name: str, description: str, ingress: Ingress) -> str:
+        """The group with its one ingress rule; one found from an earlier try must have no other."""
         existing = self.ec2.describe_security_groups(
             Filters=[
                 {"Name": "group-name", "Values": [name]},
@@ -115,21 +178,28 @@ class Provisioner:
         if existing:
             group_id: str = existing[0]["GroupId"]
             self._record(kind, group_id, tag_dict(existing[0].get("Tags")), created=False)
-            return group_id
-        group_id = self.ec2.create_security_group(
-            GroupName=name,
-            Description=description,
-            VpcId=self.config.lab.vpc_id,
-            TagSpecifications=self._tag_specs("security-group"),
-        )["GroupId"]
-        self._record(kind, group_id, self.tags, created=True)
+            others = ingress.others_in(existing[0].get("IpPermissions", []))
+            if others:
+                raise ForeignResource(
+                    f"{kind} {group_id} lets in {', '.join(others)} besides what scalelab allows "
+                    f"({ingress}); it was changed since this run made it, so it was not reused"
+                )
+        else:
+            group_id = self.ec2.create_security_group(
+                GroupName=name,
+                Description=description,
+                VpcId=self.config.lab.vpc_id,
+                TagSpecifications=self._tag_specs("security-group"),
+            )["GroupId"]
+            self._record(kind, group_id, self.tags, created=True)
+        self.allow_ingress(group_id, ingress)
         return group_id
 
-    def allow_ingress(self, group_id: str, port: int, source: dict[str, Any]) -> None:
+    def allow_ingress(self, group_id: str, ingress: Ingress) -> None:
         try:
             self.ec2.authorize_security_group_ingress(
                 GroupId=group_id,
-                IpPermissions=[{"IpProtocol": "tcp", "FromPort": port, "ToPort": port, **source}],
+                IpPermissions=[ingress.permission()],
                 TagSpecifications=self._tag_specs("security-group-rule"),
             )
         except ClientError as exc:
