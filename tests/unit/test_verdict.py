@@ -232,3 +232,22 @@ def test_a_failure_without_a_cause_still_gets_a_verdict(
     verdict = judge(state, run_table, settings)
 
     assert verdict.reason == "failed at scale_out: scale-out failed: no reason given"
+
+
+def test_the_timeline_never_ends_a_phase_before_it_starts(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    # Issue 15 #11: the launch time kept its fraction of a second, the health check's did not,
+    # so an instance healthy in the same second it launched ended its phase before it began.
+    state = full_run(config, lab)
+    state["scale_out"]["launched_at"] = "2027-01-15T08:06:40.700000+00:00"
+    state["new_healthy"]["checked_at"] = "2027-01-15T08:06:40+00:00"
+
+    verdict = judge(state, run_table, settings)
+
+    phase = next(phase for phase in verdict.timeline if phase.name == "new_instance_healthy")
+    assert phase.started_at <= phase.ended_at
+    assert phase.seconds == 0
+    assert all(
+        phase.started_at.endswith("+00:00") and "." not in phase.started_at for phase in verdict.timeline
+    )

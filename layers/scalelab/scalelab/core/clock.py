@@ -20,3 +20,8 @@ def as_utc(moment: datetime) -> datetime:
 def seconds_between(start: str, end: str) -> int:
     """Whole seconds from one ISO-8601 timestamp to another."""
     return int((as_utc(datetime.fromisoformat(end)) - as_utc(datetime.fromisoformat(start))).total_seconds())
+
+
+def whole_seconds(timestamp: str) -> str:
+    """An ISO-8601 timestamp in the steps' own form: UTC, whole seconds (a fraction is cut off)."""
+    return utc_iso(as_utc(datetime.fromisoformat(timestamp)).timestamp())

@@ -46,7 +46,7 @@ from scalelab.contracts.scaleout import (
     WaitOutcome,
 )
 from scalelab.core.aws import client, error_code
-from scalelab.core.clock import as_utc
+from scalelab.core.clock import utc_iso
 from scalelab.core.errors import InvalidInput, ScaleOutFailed
 from scalelab.core.naming import PREFIX
 from scalelab.core.observability import logger
@@ -93,7 +93,7 @@ def task_output(event: LoggedEvent) -> dict[str, str]:
     """What the waiting task returns on a successful launch (the state machine's ``$.scale_out``)."""
     return {
         "instance_id": event.instance_id,
-        "launched_at": as_utc(event.launched_at).isoformat(),
+        "launched_at": utc_iso(event.launched_at.timestamp()),
         "event_id": event.event_id,
         "activity_id": event.activity_id,
     }

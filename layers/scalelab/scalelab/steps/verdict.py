@@ -18,7 +18,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from scalelab.contracts.judge import Check, JudgeEvent, Phase, ReportLocation, Verdict
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.core.aws import client
-from scalelab.core.clock import seconds_between, utc_iso
+from scalelab.core.clock import seconds_between, utc_iso, whole_seconds
 from scalelab.core.observability import logger, metrics
 from scalelab.core.settings import ReportSettings
 from scalelab.store.runs import RunTable
@@ -158,11 +158,17 @@ def timeline(run: JudgeEvent) -> list[Phase]:
         ("stress_to_scale_out", stress_at, launched_at),
         ("new_instance_healthy", launched_at, new_healthy_at),
     ]
-    return [
-        Phase(name=name, started_at=start, ended_at=end, seconds=seconds_between(start, end))
-        for name, start, end in marks
-        if start is not None and end is not None
-    ]
+    phases = []
+    for name, start, end in marks:
+        if start is None or end is None:
+            continue
+        # One precision for every mark: a fraction of a second on one side only could end a
+        # phase before it began.
+        begun, ended = whole_seconds(start), whole_seconds(end)
+        phases.append(
+            Phase(name=name, started_at=begun, ended_at=ended, seconds=seconds_between(begun, ended))
+        )
+    return phases
 
 
 METRIC_OF_PHASE = {
