@@ -12,7 +12,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: help setup rehearse emulator bench test lint typecheck template build unit unit-py311 clean
+.PHONY: help setup rehearse emulator bench test lint typecheck template build unit unit-py311 local-invoke clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -59,12 +59,13 @@ emulator: $(BIN)/scalelab ## keep an emulated account with the stack deployed ru
 bench: $(BIN)/scalelab ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
 	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
 
-test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)
+test: setup lint typecheck template build unit unit-py311 local-invoke ## run every check and test (what CI runs)
 
 lint: setup ## ruff, shellcheck and the layer's import rules (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	shellcheck scripts/find-python .ci/run layers/scalelab/scalelab/assets/*.sh
+	shellcheck scripts/find-python scripts/docker-engine scripts/lambda-base-image .ci/run \
+	  docker/lambda-python3.13/bootstrap layers/scalelab/scalelab/assets/*.sh
 	PYTHONPATH=layers/scalelab:rehearsal $(BIN)/lint-imports --no-cache
 
 typecheck: setup ## mypy on the deployed code
@@ -80,12 +81,18 @@ build: setup ## sam build (needs python3.13 on PATH: found and put there for you
 	@py=$$(scripts/find-python 3.13) && PATH="$$(dirname "$$py"):$$PATH" \
 	  $(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
-unit: setup ## pytest on Python 3.13
-	$(TEST_ENV) $(BIN)/python -m pytest
+unit: setup ## pytest on Python 3.13 (sam local invoke has its own target)
+	$(TEST_ENV) $(BIN)/python -m pytest --ignore=tests/local_invoke
 
 unit-py311: setup ## pytest on Python 3.11, where it is installed (the fault matrix runs on 3.13 only)
-	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest -p no:cacheprovider --ignore=tests/reliability; \
+	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest -p no:cacheprovider --ignore=tests/reliability --ignore=tests/local_invoke; \
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
+
+# Docker and the stand-in base image are set up by the tests' fixtures (scripts/docker-engine,
+# scripts/lambda-base-image): as root they install and start what is missing; as another
+# user without them the tests are skipped, each with the reason.
+local-invoke: build ## every function through sam local invoke, in a Lambda-like container, against the emulator
+	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/local_invoke
 
 clean: ## remove the virtual environments and build output
 	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
