@@ -15,7 +15,9 @@ roles, and any role or policy added later. The rules:
   with AWS's reason, and docs/ lists it;
 * ``ssm:SendCommand`` only on named documents and on instances carrying the run tag;
 * ``iam:PassRole`` only of the lab instances' role, only to EC2;
-* managed policies only from MANAGED_POLICIES.
+* managed policies only from MANAGED_POLICIES, or the template's own (``AWS::IAM::ManagedPolicy``),
+  whose statements are checked like every other;
+* the deletes of what a run made only in the teardown's and the janitor's roles, from one shared policy.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from tests.support.iam import (
     names_no_resource,
     resource_type,
     statements,
+    statements_by_role,
     transformed_template,
 )
 from tests.support.template import ROOT
@@ -61,6 +64,18 @@ TAG_ON_CREATE = {
 # (action, resource type) where an action that changes one resource also creates another, which takes
 # the request tag: AuthorizeSecurityGroupIngress changes a group and creates a rule.
 CREATED_ALONG = {("ec2:AuthorizeSecurityGroupIngress", "security-group-rule")}
+# What Teardown and the janitor's sweep delete, from one policy both roles have; the sweep also terminates.
+RUN_DELETES = frozenset(
+    {
+        "ec2:DeleteSecurityGroup",
+        "ec2:DeleteLaunchTemplate",
+        "elasticloadbalancing:DeleteListener",
+        "elasticloadbalancing:DeleteLoadBalancer",
+        "elasticloadbalancing:DeleteTargetGroup",
+        "autoscaling:DeleteAutoScalingGroup",
+    }
+)
+SHARED_DELETE_POLICY = "DeleteTaggedResourcesPolicy"
 # Operators under which a present key with a value is required; IfExists, Not and ForAllValues
 # variants also match when the key is missing, so they scope nothing.
 REQUIRING_OPERATORS = {"StringEquals", "StringLike", "StringEqualsIgnoreCase", "ArnEquals", "ArnLike"}
@@ -299,6 +314,32 @@ def test_every_exception_and_managed_policy_is_documented() -> None:
         assert f"`{name}`" in docs, name
 
 
+def test_only_the_teardown_and_the_sweep_delete_and_they_share_one_policy() -> None:
+    by_role = statements_by_role(transformed_template())
+    deletes = RUN_DELETES | {"ec2:TerminateInstances"}
+
+    allowed = {
+        role: {
+            action
+            for statement in found
+            for action in deletes
+            if statement.effect == "Allow" and _allows(statement, action)
+        }
+        for role, found in by_role.items()
+    }
+    assert {role: actions for role, actions in allowed.items() if actions} == {
+        "TeardownLabFunctionRole": RUN_DELETES,
+        "JanitorFunctionRole": deletes,
+    }
+    for role in ("TeardownLabFunctionRole", "JanitorFunctionRole"):
+        granting = {
+            statement.where.split("/", 1)[0]
+            for statement in by_role[role]
+            if any(_allows(statement, action) for action in RUN_DELETES)
+        }
+        assert granting == {SHARED_DELETE_POLICY}, role
+
+
 def test_the_instance_role_is_passed_to_ec2_only() -> None:
     template = transformed_template()
     passing = [statement for statement in statements(template) if _allows(statement, "iam:PassRole")]
@@ -386,6 +427,17 @@ def test_the_check_reports_a_statement_that_grants_too_much(statement: dict[str,
 
     assert reported
     assert all("/Injected/Bad:" in finding for finding in reported)
+
+
+def test_the_check_reports_a_statement_in_the_templates_own_managed_policy() -> None:
+    template = copy.deepcopy(transformed_template())
+    document = template["Resources"][SHARED_DELETE_POLICY]["Properties"]["PolicyDocument"]
+    document["Statement"].append({"Sid": "Bad", **BAD_STATEMENTS["terminate anything"]})
+
+    assert findings(template) == [
+        f"{SHARED_DELETE_POLICY}/Bad: allows ec2:TerminateInstances on * "
+        "without a condition on the run tag on the resource"
+    ]
 
 
 def test_the_check_reports_a_broad_managed_policy() -> None:

@@ -148,6 +148,30 @@ def statements(template: dict[str, Any]) -> list[Statement]:
     return found
 
 
+def statements_by_role(template: dict[str, Any]) -> dict[str, list[Statement]]:
+    """Role logical id -> every statement that applies to the role: its inline policies, and the
+    template's own policies attached to it (an ``AWS::IAM::ManagedPolicy`` named in its
+    ``ManagedPolicyArns``, as SAM writes a ``!Ref`` in a function's ``Policies``, or a policy resource
+    that names the role in its ``Roles``)."""
+    found = statements(template)
+    attached = managed_policy_arns(template)
+    by_role: dict[str, list[Statement]] = {}
+    for role in attached:
+        policies = {arn.strip("<>") for arn in attached[role] if arn.startswith("<")}
+        policies |= {
+            logical_id
+            for logical_id, spec in template["Resources"].items()
+            if spec["Type"] in POLICY_RESOURCE_TYPES
+            and f"<{role}>" in {render(name) for name in _as_list(spec["Properties"].get("Roles", []))}
+        }
+        by_role[role] = [
+            statement
+            for statement in found
+            if statement.where.split("/", 1)[0] == role or statement.where.split("/", 1)[0] in policies
+        ]
+    return by_role
+
+
 def managed_policy_arns(template: dict[str, Any]) -> dict[str, list[str]]:
     """Role logical id -> the managed policies attached to it, rendered."""
     return {

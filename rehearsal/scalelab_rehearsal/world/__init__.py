@@ -1,0 +1,145 @@
+"""The simulated world: what AWS itself does during a lab run, on a compressed clock.
+
+moto stores resources, but nothing happens to them by itself: no health
+checks, no CloudWatch alarm, no scaling, no Auto Scaling events, no load
+balancer answering HTTP. This package plays those parts, ``speed`` times
+faster than real time, after AWS's documented behaviour for the lab's
+settings, one part to a module:
+
+- ``clock``: the world's clock and its timers;
+- ``health``: instances boot, their targets turn ``initial``, then ``healthy``;
+- ``stress``: Run Command's stress script keeps its instances at 100 % CPU;
+- ``scaling``: the CPU alarm, the scale-out and its Auto Scaling events;
+- ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
+- ``faults``: API faults in the handlers' calls;
+- ``scenarios``: the ways the world misbehaves on purpose, each flag played by one of the parts above.
+
+``World`` composes the parts for one rehearsal: it installs them into moto on
+entry, turns the scaling part on every tick, and undoes everything on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from moto.elbv2.models import FakeTargetGroup
+
+from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.world.clock import DEFAULT_SPEED, TICK_SECONDS, Clock
+from scalelab_rehearsal.world.faults import ApiFaults
+from scalelab_rehearsal.world.front_door import FrontDoor
+from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
+from scalelab_rehearsal.world.scaling import ALARM_DATAPOINTS, CAPACITY_ERROR, DATAPOINT_SECONDS, Scaling
+from scalelab_rehearsal.world.scenarios import (
+    SCENARIOS,
+    SLOW_SCALE_OUT_DELAY_SECONDS,
+    Scenario,
+    UnknownScenario,
+    scenario_named,
+)
+from scalelab_rehearsal.world.stress import IDLE_CPU, STRESSED_CPU, Stress
+
+__all__ = [
+    "ALARM_DATAPOINTS",
+    "BOOT_SECONDS",
+    "CAPACITY_ERROR",
+    "DATAPOINT_SECONDS",
+    "DEFAULT_SPEED",
+    "HEALTHY_THRESHOLD",
+    "HEALTH_INTERVAL_SECONDS",
+    "IDLE_CPU",
+    "SCENARIOS",
+    "SLOW_SCALE_OUT_DELAY_SECONDS",
+    "STRESSED_CPU",
+    "TICK_SECONDS",
+    "Scenario",
+    "UnknownScenario",
+    "World",
+    "scenario_named",
+]
+
+LOG = logging.getLogger("scalelab.rehearsal.world")
+
+
+class World:
+    """Plays AWS's part on the emulator's resources while a rehearsal runs."""
+
+    def __init__(
+        self, emulator: Emulator, scenario: Scenario, speed: float = DEFAULT_SPEED, seed: int = 7
+    ) -> None:
+        self.clock = Clock(speed)  # refuses a speed that is not above 0
+        self.emulator = emulator
+        self.scenario = scenario
+        self.speed = speed
+        self.health = Health(self.clock, scenario)
+        self.stress = Stress(self.clock, scenario)
+        self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
+        self.front_door = FrontDoor(self.clock, self.health)
+        self.faults = ApiFaults(scenario, seed)
+        self._undo: list[Callable[[], None]] = []
+        self._ticker: threading.Thread | None = None
+
+    # ---- what the rehearsal and the tests read and set ---------------------------------
+
+    @property
+    def faults_injected(self) -> int:
+        return self.faults.injected
+
+    @property
+    def inject_api_faults(self) -> bool:
+        """A scenario's API faults hit the handlers' calls while this is on; whoever inspects
+        the account after the run turns it off."""
+        return self.faults.enabled
+
+    @inject_api_faults.setter
+    def inject_api_faults(self, on: bool) -> None:
+        self.faults.enabled = on
+
+    def now(self) -> float:
+        """Simulated seconds since the world started."""
+        return self.clock.now()
+
+    def target_state(
+        self, instance_id: str, interval: float = HEALTH_INTERVAL_SECONDS, threshold: int = HEALTHY_THRESHOLD
+    ) -> tuple[str, str | None, str | None]:
+        return self.health.target_state(instance_id, interval, threshold)
+
+    def healthy_targets(self, target_group: FakeTargetGroup) -> list[str]:
+        return self.health.healthy_targets(target_group)
+
+    def answer(self, host: str, path: str) -> tuple[int, dict[str, Any]]:
+        return self.front_door.answer(host, path)
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def __enter__(self) -> World:
+        self._undo.append(self.health.install())
+        self._undo.append(self.stress.install())
+        self._undo.append(self.front_door.open())
+        self._undo.append(self.faults.install())
+        self._ticker = threading.Thread(target=self._run, name="scalelab-world", daemon=True)
+        self._ticker.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.clock.stop()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
+        self.front_door.close()
+        while self._undo:
+            self._undo.pop()()
+
+    def tick(self) -> None:
+        """One look at the world: the burns that ended, then each group's alarm and scale-out."""
+        self.stress.update()
+        self.scaling.tick()
+
+    def _run(self) -> None:
+        while not self.clock.wait(TICK_SECONDS):
+            try:
+                self.tick()
+            except Exception:  # the world keeps turning; the failure is logged
+                LOG.exception("world tick failed")

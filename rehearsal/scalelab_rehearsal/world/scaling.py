@@ -1,0 +1,161 @@
+"""The CPU alarm, the scaling activity and its Auto Scaling events.
+
+Target tracking's scale-out alarm needs ``ALARM_DATAPOINTS`` one-minute
+datapoints above the target (detailed monitoring), then the group's desired
+capacity grows by one (within MaxSize), moto launches the instance, and an
+"EC2 Instance Launch Successful" event with the shape of AWS's own is put on
+the default event bus. A new instance warms up before the policy acts again.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from moto.autoscaling.models import autoscaling_backends
+
+from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
+from scalelab_rehearsal.world.clock import Clock, now_iso
+from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
+from scalelab_rehearsal.world.scenarios import Scenario
+from scalelab_rehearsal.world.stress import Stress
+
+ALARM_DATAPOINTS = 3  # target tracking's AlarmHigh: 3 datapoints of 1 minute
+DATAPOINT_SECONDS = 60.0
+CAPACITY_ERROR = (
+    "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested "
+    "(us-east-1a). Our system will be working on provisioning additional capacity. You can currently "
+    "get t3.micro capacity by not specifying an Availability Zone in your request or choosing "
+    "us-east-1b, us-east-1c, us-east-1d, us-east-1f. Launching EC2 instance failed."
+)
+
+
+@dataclass
+class _Group:
+    # CPU above the target before this moment does not count towards the next alarm.
+    not_before: float = 0.0
+    launching: bool = False
+    failed_once: bool = False
+    known_instances: set[str] = field(default_factory=set)
+
+
+class Scaling:
+    """Each scalelab group's alarm and scale-out, looked at on every tick of the world."""
+
+    def __init__(
+        self, clock: Clock, scenario: Scenario, health: Health, stress: Stress, emulator: Emulator
+    ) -> None:
+        self.clock = clock
+        self.scenario = scenario
+        self.health = health
+        self.stress = stress
+        self.emulator = emulator
+        self._groups: dict[str, _Group] = {}
+
+    def tick(self) -> None:
+        backend = autoscaling_backends[ACCOUNT][REGION]
+        for name, group in list(backend.autoscaling_groups.items()):
+            if not name.startswith("scalelab-"):
+                continue
+            state = self._groups.setdefault(name, _Group())
+            in_service = [s.instance.id for s in group.instance_states if s.lifecycle_state == "InService"]
+            for instance_id in in_service:
+                self.health.seen(instance_id)
+            state.known_instances |= set(in_service)
+            target = self._cpu_target(backend, name)
+            if target is None or not in_service or state.launching:
+                continue
+            window = self.stress.high_cpu_window(in_service, target)
+            if window is None:
+                continue
+            start, end = max(window[0], state.not_before), window[1]
+            if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
+                state.not_before = self.clock.now()
+                self._scale_out(backend, name, group, state)
+
+    @staticmethod
+    def _cpu_target(backend: Any, group_name: str) -> float | None:
+        for policy in backend.policies.values():
+            if policy.auto_scaling_group_name == group_name and policy.policy_type == "TargetTrackingScaling":
+                return float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
+        return None
+
+    def _scale_out(self, backend: Any, name: str, group: Any, state: _Group) -> None:
+        if group.desired_capacity >= group.max_size:
+            return
+        if self.scenario.launch_fails:
+            if not state.failed_once:
+                state.failed_once = True
+                self._put_event(name, group, "EC2 Instance Launch Unsuccessful", None, failed=True)
+            return
+        state.launching = True
+        if self.scenario.launch_delay:
+            # Not one of the clock's timers: it is not cancelled when the world stops, and
+            # _launch does nothing once it has.
+            threading.Timer(
+                self.scenario.launch_delay / self.clock.speed, self._launch, (backend, name, state)
+            ).start()
+        else:
+            self._launch(backend, name, state)
+
+    def _launch(self, backend: Any, name: str, state: _Group) -> None:
+        group = backend.autoscaling_groups.get(name)
+        if group is None or self.clock.stopped:
+            return  # torn down while the launch was slow
+        before = {s.instance.id for s in group.instance_states}
+        backend.set_desired_capacity(name, group.desired_capacity + 1)
+        backend.update_attached_target_groups(name)
+        for instance_id in sorted({s.instance.id for s in group.instance_states} - before):
+            self.health.seen(instance_id)
+            self._put_event(name, group, "EC2 Instance Launch Successful", instance_id)
+        # A new instance warms up before the policy acts again (DefaultInstanceWarmup).
+        warmup = BOOT_SECONDS + HEALTHY_THRESHOLD * HEALTH_INTERVAL_SECONDS
+        self.clock.later(warmup, setattr, state, "launching", False)
+
+    def _put_event(
+        self, group_name: str, group: Any, detail_type: str, instance_id: str | None, failed: bool = False
+    ) -> None:
+        """An Auto Scaling event with the shape of AWS's own (see events/autoscaling-*.json)."""
+        started = now_iso()
+        activity = str(uuid.uuid4())
+        subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else ""
+        detail = {
+            "Origin": "EC2",
+            "Destination": "AutoScalingGroup",
+            "StatusCode": "Failed" if failed else "InProgress",
+            "AutoScalingGroupName": group_name,
+            "ActivityId": activity,
+            "AccountId": ACCOUNT,
+            "RequestId": str(uuid.uuid4()),
+            "StatusMessage": CAPACITY_ERROR if failed else "",
+            "EndTime": started,
+            "EC2InstanceId": instance_id or "",
+            "StartTime": started,
+            "Cause": (
+                f"At {started} a monitor alarm TargetTracking-{group_name}-AlarmHigh in state ALARM "
+                f"triggered policy scalelab-cpu-target changing the desired capacity from "
+                f"{group.desired_capacity - (0 if failed else 1)} to "
+                f"{group.desired_capacity + (1 if failed else 0)}."
+            ),
+            "Details": {"Subnet ID": subnet, "Availability Zone": REGION + "a"},
+        }
+        group_arn = (
+            f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:{uuid.uuid4()}"
+            f":autoScalingGroupName/{group_name}"
+        )
+        resources = [group_arn] + (
+            [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"] if instance_id else []
+        )
+        self.emulator.client("events").put_events(
+            Entries=[
+                {
+                    "Source": "aws.autoscaling",
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "Resources": resources,
+                }
+            ]
+        )
