@@ -8,7 +8,14 @@ rehearsal and the tests).
 - A ``waitForTaskToken`` task with ``TimeoutSecondsPath`` waits for its token
   with a timeout read from the wrong value on the interpreter's stack (the
   Lambda's result), so a token that arrives after the wait began fails the
-  state with ``States.Runtime``, and so does ``StopExecution`` during the wait.
+  state with ``States.Runtime``.
+- ``StopExecution`` does not end a ``waitForTaskToken`` wait: the execution
+  stays RUNNING until the state's deadline and then fails ``States.Timeout``,
+  never ABORTED. On AWS a stop ends the wait, and the execution, at once.
+- A stop that lands while a state is being evaluated (a Choice state, say)
+  can end the execution FAILED ``States.Runtime`` instead of ABORTED: the
+  interpreter skips the rest of the state's work once stopped, the state
+  then misses its result, and that error replaces the stop.
 """
 
 from __future__ import annotations
@@ -19,9 +26,19 @@ from typing import Any
 from moto.core.responses import ActionResult, EmptyResult
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
+from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_callback as callback_tasks,
 )
+from moto.stepfunctions.parser.asl.eval.callback.callback import (
+    CallbackEndpoint,
+    CallbackOutcome,
+    CallbackOutcomeTimedOut,
+    HeartbeatEndpoint,
+)
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.responses import StepFunctionResponse
 
 RUNNING = frozenset({"Pending", "InProgress"})
@@ -54,17 +71,51 @@ def send_task_failure(self: StepFunctionResponse) -> ActionResult:
     return EmptyResult()
 
 
-_wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout
+# How often a task token wait looks whether its execution was stopped.
+STOP_POLL_SECONDS = 0.02
+_wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token
+_evaluate_state_as_moto_does = ExecutionState._evaluate_with_timeout
 
 
 def wait_for_task_token(
-    self: callback_tasks.StateTaskServiceCallback, timeout_seconds: Any, callback_endpoint: Any
-) -> Any:
-    """Wait for the token; the state's own timeout (TimeoutSecondsPath, evaluated correctly when the
-    state starts) still ends the wait, so a timeout that is not a number means no timeout here."""
-    if not isinstance(timeout_seconds, int | float):
-        timeout_seconds = None
-    return _wait_for_token_as_moto_does(self, timeout_seconds, callback_endpoint)
+    self: callback_tasks.StateTaskServiceCallback,
+    env: Environment,
+    timeout_seconds: Any,
+    callback_endpoint: CallbackEndpoint,
+    heartbeat_endpoint: HeartbeatEndpoint | None,
+) -> CallbackOutcome:
+    """Wait for the token until it arrives or the execution stops running (stopped, or the state's
+    deadline passed). The state's own timeout (TimeoutSecondsPath, evaluated correctly when the
+    state starts) ends the wait at its deadline; ``timeout_seconds`` here is not that value."""
+    if heartbeat_endpoint is not None:  # moto's heartbeat wait already ends when the execution stops
+        return _wait_for_token_as_moto_does(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint)
+    outcome = callback_endpoint.wait(timeout=STOP_POLL_SECONDS)
+    while outcome is None and env.is_running():
+        outcome = callback_endpoint.wait(timeout=STOP_POLL_SECONDS)
+    return (
+        outcome if outcome is not None else CallbackOutcomeTimedOut(callback_id=callback_endpoint.callback_id)
+    )
+
+
+def evaluate_state(self: ExecutionState, env: Environment) -> None:
+    """A state's work, whose failure after a stop is no failure: AWS ends a stopped execution
+    ABORTED at once, without the state's error, its Retry or its Catch."""
+    try:
+        _evaluate_state_as_moto_does(self, env)
+    except Exception:
+        if env.is_running():
+            raise
+
+
+_set_error_as_moto_does = Environment.set_error
+
+
+def set_error(self: Environment, error: ExecutionFailedEventDetails) -> None:
+    """A stopped execution stays stopped (ABORTED): an error raised by the work the stop cut short
+    is not how it ended."""
+    with self._state_mutex:  # the same lock set_stop holds, so a stop and an error cannot interleave
+        if not isinstance(self.program_state(), ProgramStopped):
+            _set_error_as_moto_does(self, error)
 
 
 def install() -> Callable[[], None]:
@@ -76,10 +127,14 @@ def install() -> Callable[[], None]:
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
-    callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout = wait_for_task_token  # type: ignore[method-assign]
+    callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = wait_for_task_token  # type: ignore[method-assign]
+    ExecutionState._evaluate_with_timeout = evaluate_state  # type: ignore[method-assign]
+    Environment.set_error = set_error  # type: ignore[method-assign]
 
     def undo() -> None:
-        callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout = _wait_for_token_as_moto_does  # type: ignore[method-assign]
+        Environment.set_error = _set_error_as_moto_does  # type: ignore[method-assign]
+        ExecutionState._evaluate_with_timeout = _evaluate_state_as_moto_does  # type: ignore[method-assign]
+        callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = _wait_for_token_as_moto_does  # type: ignore[method-assign]
         StepFunctionResponse.send_task_failure = saved["failure"]  # type: ignore[method-assign]
         Command._get_instance_ids_from_targets = _instances_from_targets_as_moto_reads_them  # type: ignore[method-assign]
         if saved["cancel"] is None:
