@@ -1,5 +1,5 @@
-"""Run Command and task tokens as AWS does them, where moto 5.2.5 differs (used by the
-rehearsal and the tests).
+"""Run Command, task tokens, stops and PutEvents as AWS does them, where moto 5.2.5 differs
+(used by the rehearsal and the tests).
 
 - ``SendCommand`` with ``InstanceIds`` and no ``Targets`` sends to every
   instance in the region, because an empty Targets filter matches them all.
@@ -16,14 +16,20 @@ rehearsal and the tests).
   can end the execution FAILED ``States.Runtime`` instead of ABORTED: the
   interpreter skips the rest of the state's work once stopped, the state
   then misses its result, and that error replaces the stop.
+- ``PutEvents`` accepts any source from a caller. AWS refuses an entry whose
+  source starts with ``aws.`` (``NotAuthorizedForSourceException``): only AWS's
+  own services put those. The rehearsal's world, which plays Auto Scaling,
+  puts its events on the bus directly (``Emulator.put_aws_events``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
 from moto.core.responses import ActionResult, EmptyResult
+from moto.events.responses import EventsHandler
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
@@ -42,6 +48,14 @@ from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.responses import StepFunctionResponse
 
 RUNNING = frozenset({"Pending", "InProgress"})
+# PutEvents' limit of entries per request, which moto checks for the whole request.
+MAX_ENTRIES = 10
+# The source prefix AWS keeps for its own services' events.
+AWS_SOURCE_PREFIX = "aws."
+NOT_AUTHORIZED_FOR_SOURCE = {
+    "ErrorCode": "NotAuthorizedForSourceException",
+    "ErrorMessage": "Not authorized for the source.",
+}
 _instances_from_targets_as_moto_reads_them = Command._get_instance_ids_from_targets
 
 
@@ -73,6 +87,23 @@ def send_task_failure(self: StepFunctionResponse) -> ActionResult:
 
 # How often a task token wait looks whether its execution was stopped.
 STOP_POLL_SECONDS = 0.02
+_put_events_as_moto_does = EventsHandler.put_events
+
+
+def put_events(self: EventsHandler) -> str:
+    """PutEvents as AWS answers a caller: an entry with an ``aws.`` source fails with
+    NotAuthorizedForSourceException and counts in FailedEntryCount; the others are put."""
+    entries: list[dict[str, Any]] = self._get_param("Entries") or []
+    if len(entries) > MAX_ENTRIES:  # moto's own validation error, for the whole request
+        return _put_events_as_moto_does(self)
+    refused = [str(entry.get("Source", "")).startswith(AWS_SOURCE_PREFIX) for entry in entries]
+    put = iter(self.events_backend.put_events([e for e, no in zip(entries, refused, strict=True) if not no]))
+    answers = [dict(NOT_AUTHORIZED_FOR_SOURCE) if no else next(put) for no in refused]
+    return json.dumps(
+        {"FailedEntryCount": sum(1 for answer in answers if "ErrorCode" in answer), "Entries": answers}
+    )
+
+
 _wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token
 _evaluate_state_as_moto_does = ExecutionState._evaluate_with_timeout
 
@@ -130,8 +161,10 @@ def install() -> Callable[[], None]:
     callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = wait_for_task_token  # type: ignore[method-assign]
     ExecutionState._evaluate_with_timeout = evaluate_state  # type: ignore[method-assign]
     Environment.set_error = set_error  # type: ignore[method-assign]
+    EventsHandler.put_events = put_events  # type: ignore[method-assign]
 
     def undo() -> None:
+        EventsHandler.put_events = _put_events_as_moto_does  # type: ignore[method-assign]
         Environment.set_error = _set_error_as_moto_does  # type: ignore[method-assign]
         ExecutionState._evaluate_with_timeout = _evaluate_state_as_moto_does  # type: ignore[method-assign]
         callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = _wait_for_token_as_moto_does  # type: ignore[method-assign]
