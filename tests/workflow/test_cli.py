@@ -49,6 +49,50 @@ def test_input_that_is_not_a_json_object_exits_2(
     assert f"argument --input: {given} {message}" in err
 
 
+def _nested(depth: int) -> str:
+    """A run input whose lab name is ``depth`` arrays deep."""
+    return '{"lab": {"name": ' + "[" * depth + "]" * depth + "}}"
+
+
+# 100 000 deep overflows Python's JSON parser; 600 parses, but deep enough to overflow the
+# interpreter and the handlers downstream.
+@pytest.mark.parametrize("depth", [100_000, 600])
+def test_deeply_nested_input_exits_2_before_anything_runs(
+    depth: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = tmp_path / "input.json"
+    given.write_text(_nested(depth))
+
+    code = cli.main(["rehearse", "--input", str(given)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        f"argument --input: {given} nests arrays and objects more than {cli.MAX_INPUT_DEPTH} levels deep"
+        in err
+    )
+    assert "Traceback" not in err
+
+
+def test_deeply_nested_input_on_standard_input_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(_nested(100_000)))
+
+    code = cli.main(["rehearse", "--input", "-"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"argument --input: standard input nests arrays and objects more than {cli.MAX_INPUT_DEPTH}" in err
+
+
+def test_input_as_deep_as_a_run_input_can_use_is_read(tmp_path: Path) -> None:
+    given = tmp_path / "input.json"
+    given.write_text(_nested(cli.MAX_INPUT_DEPTH - 2))  # the lab section and its object are two levels
+
+    assert cli.build_parser().parse_args(["rehearse", "--input", str(given)]).input["lab"]["name"]
+
+
 def test_an_unreadable_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = cli.main(["rehearse", "--input", str(tmp_path / "missing.json")])
 
