@@ -41,6 +41,7 @@ else:
 PROG = "scalelab"
 LOGS_DIR = ROOT / ".rehearsal" / "logs"
 START_INPUT = ROOT / "events" / "start-execution.json"
+SWEEP_EVENT = ROOT / "events" / "janitor.json"
 LOG = logging.getLogger("scalelab.rehearsal.cli")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -578,9 +579,10 @@ def _emulator_banner(emulator: Emulator, scenario: str, speed: float, log_path: 
         f'    --name "run-$(date +%Y%m%d-%H%M%S)" --input file://{_shown(START_INPUT)}\n'
         "Follow it:\n"
         f"  {aws} describe-execution --query '[status,cause]' --execution-arn <executionArn from above>\n"
-        "Sweep for what ended runs left (the janitor's hourly schedule is not emulated):\n"
+        "Sweep for what ended runs left (the janitor's hourly schedule is not emulated; fileb:// passes\n"
+        "the event as it is, which AWS CLI v1 and v2 both accept):\n"
         f"  aws --endpoint-url {endpoint} lambda invoke --function-name {janitor} \\\n"
-        '    --cli-binary-format raw-in-base64-out --payload \'{"action": "sweep"}\' /dev/stdout\n'
+        f"    --payload fileb://{_shown(SWEEP_EVENT)} /dev/stdout\n"
         "\nCtrl-C stops the emulator.\n"
     )
 

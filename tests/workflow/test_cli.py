@@ -15,6 +15,8 @@ from scalelab_rehearsal import cli, rehearse
 from scalelab_rehearsal.progress import LiveProgress, PhaseTracker, PlainProgress
 from scalelab_rehearsal.world import SCENARIOS
 
+from tests.workflow.conftest import Rehearsal
+
 # ---- bad usage: exit 2, and a message that says what to do ------------------------------------------
 
 
@@ -141,6 +143,27 @@ def test_emulator_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> N
 
     assert code == 2
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_the_emulators_sweep_command_is_one_aws_cli_v1_and_v2_accept_and_it_sweeps(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
+    banner = cli._emulator_banner(rehearsal.emulator, "pass", 3600.0, tmp_path / "emulator.log")
+
+    lines = banner.splitlines()
+    invoke = next(index for index, line in enumerate(lines) if " lambda invoke " in line)
+    command = " ".join(line.strip().rstrip("\\") for line in lines[invoke : invoke + 2]).split()
+    # v1 knows no --cli-binary-format; v2 reads an inline --payload as base64 without it.
+    assert "--cli-binary-format" not in banner
+    payload = command[command.index("--payload") + 1]
+    assert payload.startswith("fileb://")
+    function = command[command.index("--function-name") + 1]
+    answer = rehearsal.emulator.client("lambda").invoke(
+        FunctionName=function, Payload=Path(payload.removeprefix("fileb://")).read_bytes()
+    )
+    swept = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, swept
+    assert swept["could_not_remove"] == []
 
 
 # ---- the progress, from synthetic history events (no emulator) ------------------------------------------
