@@ -1,5 +1,5 @@
-"""Run Command, task tokens, stops and PutEvents as AWS does them, where moto 5.2.5 differs
-(used by the rehearsal and the tests).
+"""Run Command, task tokens, stops, PutEvents and scaling policies as AWS does them, where
+moto 5.2.5 differs (used by the rehearsal and the tests).
 
 - ``SendCommand`` with ``InstanceIds`` and no ``Targets`` sends to every
   instance in the region, because an empty Targets filter matches them all.
@@ -20,6 +20,12 @@
   source starts with ``aws.`` (``NotAuthorizedForSourceException``): only AWS's
   own services put those. The rehearsal's world, which plays Auto Scaling,
   puts its events on the bus directly (``Emulator.put_aws_events``).
+- ``PutScalingPolicy`` answers without ``PolicyARN`` (moto names it
+  ``PolicyArn``, which is not in the API, so SDKs drop it).
+- Scaling policies are kept by name alone: a second group's policy of the same
+  name replaces the first group's, ``DeletePolicy`` and ``ExecutePolicy`` ignore
+  the group, and deleting a group leaves its policies. AWS keeps policies per
+  group and deletes them with it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from moto.autoscaling.models import AutoScalingBackend, FakeScalingPolicy
+from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.events.responses import EventsHandler
 from moto.ssm.models import Command
@@ -85,8 +93,6 @@ def send_task_failure(self: StepFunctionResponse) -> ActionResult:
     return EmptyResult()
 
 
-# How often a task token wait looks whether its execution was stopped.
-STOP_POLL_SECONDS = 0.02
 _put_events_as_moto_does = EventsHandler.put_events
 
 
@@ -104,6 +110,54 @@ def put_events(self: EventsHandler) -> str:
     )
 
 
+_put_policy_as_moto_does = AutoScalingBackend.put_scaling_policy
+_delete_group_as_moto_does = AutoScalingBackend.delete_auto_scaling_group
+_put_policy_answer_as_moto_does = AutoScalingResponse.put_scaling_policy
+
+
+def put_scaling_policy(self: AutoScalingBackend, **arguments: Any) -> FakeScalingPolicy:
+    """Keep the policy under its ARN, which names its group and itself: one per group and name."""
+    policy = _put_policy_as_moto_does(self, **arguments)
+    del self.policies[arguments["name"]]  # where moto put it
+    self.policies[policy.arn] = policy
+    return policy
+
+
+def delete_auto_scaling_group(self: AutoScalingBackend, group_name: str) -> None:
+    """Deleting a group deletes its policies."""
+    _delete_group_as_moto_does(self, group_name)
+    for arn in [arn for arn, policy in self.policies.items() if policy.auto_scaling_group_name == group_name]:
+        del self.policies[arn]
+
+
+def put_scaling_policy_answer(self: AutoScalingResponse) -> ActionResult:
+    """PutScalingPolicy's answer, with the policy's ARN where the API has it."""
+    answer: Any = _put_policy_answer_as_moto_does(self).result
+    return ActionResult({"PolicyARN": answer["PolicyArn"]})
+
+
+def _policy_key(self: AutoScalingResponse) -> str:
+    """The policy a DeletePolicy or ExecutePolicy names: by its ARN, or by its name in its group."""
+    name: str = self._get_param("PolicyName")
+    group = self._get_param("AutoScalingGroupName")
+    for arn, policy in self.autoscaling_backend.policies.items():
+        if name == arn or (name == policy.name and policy.auto_scaling_group_name == group):
+            return arn
+    return name
+
+
+def delete_policy(self: AutoScalingResponse) -> ActionResult:
+    self.autoscaling_backend.delete_policy(_policy_key(self))
+    return EmptyResult()
+
+
+def execute_policy(self: AutoScalingResponse) -> ActionResult:
+    self.autoscaling_backend.execute_policy(_policy_key(self))
+    return EmptyResult()
+
+
+# How often a task token wait looks whether its execution was stopped.
+STOP_POLL_SECONDS = 0.02
 _wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token
 _evaluate_state_as_moto_does = ExecutionState._evaluate_with_timeout
 
@@ -154,6 +208,8 @@ def install() -> Callable[[], None]:
     saved: dict[str, Any] = {
         "cancel": SimpleSystemManagerResponse.__dict__.get("cancel_command"),
         "failure": StepFunctionResponse.send_task_failure,
+        "delete_policy": AutoScalingResponse.delete_policy,
+        "execute_policy": AutoScalingResponse.execute_policy,
     }
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
@@ -162,8 +218,18 @@ def install() -> Callable[[], None]:
     ExecutionState._evaluate_with_timeout = evaluate_state  # type: ignore[method-assign]
     Environment.set_error = set_error  # type: ignore[method-assign]
     EventsHandler.put_events = put_events  # type: ignore[method-assign]
+    AutoScalingBackend.put_scaling_policy = put_scaling_policy  # type: ignore[method-assign,assignment]
+    AutoScalingBackend.delete_auto_scaling_group = delete_auto_scaling_group  # type: ignore[method-assign]
+    AutoScalingResponse.put_scaling_policy = put_scaling_policy_answer  # type: ignore[method-assign]
+    AutoScalingResponse.delete_policy = delete_policy  # type: ignore[method-assign]
+    AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
 
     def undo() -> None:
+        AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
+        AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
+        AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]
+        AutoScalingBackend.delete_auto_scaling_group = _delete_group_as_moto_does  # type: ignore[method-assign]
+        AutoScalingBackend.put_scaling_policy = _put_policy_as_moto_does  # type: ignore[method-assign]
         EventsHandler.put_events = _put_events_as_moto_does  # type: ignore[method-assign]
         Environment.set_error = _set_error_as_moto_does  # type: ignore[method-assign]
         ExecutionState._evaluate_with_timeout = _evaluate_state_as_moto_does  # type: ignore[method-assign]
