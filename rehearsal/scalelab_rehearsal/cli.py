@@ -41,9 +41,14 @@ else:
 PROG = "scalelab"
 LOGS_DIR = ROOT / ".rehearsal" / "logs"
 START_INPUT = ROOT / "events" / "start-execution.json"
+SWEEP_EVENT = ROOT / "events" / "janitor.json"
 LOG = logging.getLogger("scalelab.rehearsal.cli")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# A run input is an object of sections of fields, a few levels deep; far deeper input overflows
+# Python's JSON parser (about 1000 levels), and Step Functions' interpreter and the handlers
+# before that, so it is refused here with a message instead of a traceback.
+MAX_INPUT_DEPTH = 32
 
 SETUP_HINT = "the rehearsal needs the project's pinned dependencies in .venv: run `make setup`"
 OUTPUT_NOTE = (
@@ -161,6 +166,10 @@ def _run_input(text: str) -> dict[str, Any]:
         raise argparse.ArgumentTypeError(
             f"cannot read {source}: {reason}; give a JSON file, for example events/start-execution.json"
         ) from None
+    too_deep = argparse.ArgumentTypeError(
+        f"{source} nests arrays and objects more than {MAX_INPUT_DEPTH} levels deep; a run input is an "
+        'object of sections of fields, such as {"lab": {"subnet_ids": ["subnet-0abc"]}}'
+    )
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as error:
@@ -168,12 +177,29 @@ def _run_input(text: str) -> dict[str, Any]:
             f"{source} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             "it must hold one JSON object, laid over the rehearsal's input section by section"
         ) from None
+    except RecursionError:  # deeper than the parser can follow
+        raise too_deep from None
+    if _depth(value) > MAX_INPUT_DEPTH:
+        raise too_deep
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(
             f"{source} holds a JSON {type(value).__name__}, not an object; give an object such as "
             '{"lab": {"max_size": 5}}'
         )
     return value
+
+
+def _depth(value: Any) -> int:
+    """How many arrays and objects deep ``value`` nests, counted without recursion."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            pending.extend(
+                (child, depth + 1) for child in (item.values() if isinstance(item, dict) else item)
+            )
+    return deepest
 
 
 def _port(text: str) -> int:
@@ -553,9 +579,10 @@ def _emulator_banner(emulator: Emulator, scenario: str, speed: float, log_path: 
         f'    --name "run-$(date +%Y%m%d-%H%M%S)" --input file://{_shown(START_INPUT)}\n'
         "Follow it:\n"
         f"  {aws} describe-execution --query '[status,cause]' --execution-arn <executionArn from above>\n"
-        "Sweep for what ended runs left (the janitor's hourly schedule is not emulated):\n"
+        "Sweep for what ended runs left (the janitor's hourly schedule is not emulated; fileb:// passes\n"
+        "the event as it is, which AWS CLI v1 and v2 both accept):\n"
         f"  aws --endpoint-url {endpoint} lambda invoke --function-name {janitor} \\\n"
-        '    --cli-binary-format raw-in-base64-out --payload \'{"action": "sweep"}\' /dev/stdout\n'
+        f"    --payload fileb://{_shown(SWEEP_EVENT)} /dev/stdout\n"
         "\nCtrl-C stops the emulator.\n"
     )
 

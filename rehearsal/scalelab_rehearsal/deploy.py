@@ -75,14 +75,27 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
     return translated
 
 
+def _kept_translation(kept: Path) -> dict[str, Any] | None:
+    """The translation kept at ``kept``; None when there is none or it is not a template (a file
+    cut short or damaged), which is then translated and kept again."""
+    try:
+        cached = json.loads(kept.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):  # none kept yet; or not UTF-8, or not JSON
+        return None
+    if not isinstance(cached, dict) or not isinstance(cached.get("Resources"), dict):
+        return None
+    return cached
+
+
 def translate_once(template: dict[str, Any]) -> dict[str, Any]:
     """``translate``, kept in ``.rehearsal/translations`` under a digest of the packaged template
-    (its ASL inlined) and the translator's version, as ``sam build`` keeps what has not changed."""
+    (its ASL inlined) and the translator's version, as ``sam build`` keeps what has not changed.
+    An entry that does not parse is rebuilt in its place."""
     version = importlib.metadata.version("aws-sam-translator")
     digest = hashlib.sha256(f"{version}\n{json.dumps(template, sort_keys=True)}".encode()).hexdigest()
     kept = TRANSLATIONS / f"{digest}.json"
-    if kept.is_file():
-        cached: dict[str, Any] = json.loads(kept.read_text())
+    cached = _kept_translation(kept)
+    if cached is not None:
         return cached
     translated = translate(template)
     TRANSLATIONS.mkdir(parents=True, exist_ok=True)

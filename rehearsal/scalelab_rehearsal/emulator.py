@@ -19,7 +19,7 @@ import boto3
 from botocore.config import Config
 from moto.awslambda.utils import get_backend as lambda_backend
 from moto.core.config import default_user_config
-from moto.events.models import Rule
+from moto.events.models import Rule, events_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 from werkzeug.serving import BaseWSGIServer, make_server
@@ -121,8 +121,8 @@ def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]
             "cause": execution.cause,
         }
         try:
-            emulator.client("events").put_events(
-                Entries=[
+            emulator.put_aws_events(
+                [
                     {
                         "Source": "aws.states",
                         "DetailType": "Step Functions Execution Status Change",
@@ -245,6 +245,15 @@ class Emulator:
             region_name=REGION,
             config=Config(user_agent_extra=REHEARSAL_AGENT, retries={"mode": "standard", "max_attempts": 5}),
         )
+
+    def put_aws_events(self, entries: list[dict[str, Any]]) -> None:
+        """Put events as an AWS service puts them (Auto Scaling, Step Functions): on the bus itself,
+        not through PutEvents, which refuses ``aws.*`` sources from callers as AWS does."""
+        refused = [
+            answer for answer in events_backends[ACCOUNT][REGION].put_events(entries) if "ErrorCode" in answer
+        ]
+        if refused:
+            raise RuntimeError(f"the emulated event bus refused an AWS service's event: {refused}")
 
     @property
     def state_machine_arn(self) -> str:

@@ -1,5 +1,5 @@
-"""Run Command and task tokens as AWS does them, where moto 5.2.5 differs (used by the
-rehearsal and the tests).
+"""Run Command, task tokens, stops, PutEvents and scaling policies as AWS does them, where
+moto 5.2.5 differs (used by the rehearsal and the tests).
 
 - ``SendCommand`` with ``InstanceIds`` and no ``Targets`` sends to every
   instance in the region, because an empty Targets filter matches them all.
@@ -8,23 +8,62 @@ rehearsal and the tests).
 - A ``waitForTaskToken`` task with ``TimeoutSecondsPath`` waits for its token
   with a timeout read from the wrong value on the interpreter's stack (the
   Lambda's result), so a token that arrives after the wait began fails the
-  state with ``States.Runtime``, and so does ``StopExecution`` during the wait.
+  state with ``States.Runtime``.
+- ``StopExecution`` does not end a ``waitForTaskToken`` wait: the execution
+  stays RUNNING until the state's deadline and then fails ``States.Timeout``,
+  never ABORTED. On AWS a stop ends the wait, and the execution, at once.
+- A stop that lands while a state is being evaluated (a Choice state, say)
+  can end the execution FAILED ``States.Runtime`` instead of ABORTED: the
+  interpreter skips the rest of the state's work once stopped, the state
+  then misses its result, and that error replaces the stop.
+- ``PutEvents`` accepts any source from a caller. AWS refuses an entry whose
+  source starts with ``aws.`` (``NotAuthorizedForSourceException``): only AWS's
+  own services put those. The rehearsal's world, which plays Auto Scaling,
+  puts its events on the bus directly (``Emulator.put_aws_events``).
+- ``PutScalingPolicy`` answers without ``PolicyARN`` (moto names it
+  ``PolicyArn``, which is not in the API, so SDKs drop it).
+- Scaling policies are kept by name alone: a second group's policy of the same
+  name replaces the first group's, ``DeletePolicy`` and ``ExecutePolicy`` ignore
+  the group, and deleting a group leaves its policies. AWS keeps policies per
+  group and deletes them with it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
+from moto.autoscaling.models import AutoScalingBackend, FakeScalingPolicy
+from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
+from moto.events.responses import EventsHandler
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
+from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
+from moto.stepfunctions.parser.asl.component.state.exec.execute_state import ExecutionState
 from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
     state_task_service_callback as callback_tasks,
 )
+from moto.stepfunctions.parser.asl.eval.callback.callback import (
+    CallbackEndpoint,
+    CallbackOutcome,
+    CallbackOutcomeTimedOut,
+    HeartbeatEndpoint,
+)
+from moto.stepfunctions.parser.asl.eval.environment import Environment
+from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.responses import StepFunctionResponse
 
 RUNNING = frozenset({"Pending", "InProgress"})
+# PutEvents' limit of entries per request, which moto checks for the whole request.
+MAX_ENTRIES = 10
+# The source prefix AWS keeps for its own services' events.
+AWS_SOURCE_PREFIX = "aws."
+NOT_AUTHORIZED_FOR_SOURCE = {
+    "ErrorCode": "NotAuthorizedForSourceException",
+    "ErrorMessage": "Not authorized for the source.",
+}
 _instances_from_targets_as_moto_reads_them = Command._get_instance_ids_from_targets
 
 
@@ -54,17 +93,114 @@ def send_task_failure(self: StepFunctionResponse) -> ActionResult:
     return EmptyResult()
 
 
-_wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout
+_put_events_as_moto_does = EventsHandler.put_events
+
+
+def put_events(self: EventsHandler) -> str:
+    """PutEvents as AWS answers a caller: an entry with an ``aws.`` source fails with
+    NotAuthorizedForSourceException and counts in FailedEntryCount; the others are put."""
+    entries: list[dict[str, Any]] = self._get_param("Entries") or []
+    if len(entries) > MAX_ENTRIES:  # moto's own validation error, for the whole request
+        return _put_events_as_moto_does(self)
+    refused = [str(entry.get("Source", "")).startswith(AWS_SOURCE_PREFIX) for entry in entries]
+    put = iter(self.events_backend.put_events([e for e, no in zip(entries, refused, strict=True) if not no]))
+    answers = [dict(NOT_AUTHORIZED_FOR_SOURCE) if no else next(put) for no in refused]
+    return json.dumps(
+        {"FailedEntryCount": sum(1 for answer in answers if "ErrorCode" in answer), "Entries": answers}
+    )
+
+
+_put_policy_as_moto_does = AutoScalingBackend.put_scaling_policy
+_delete_group_as_moto_does = AutoScalingBackend.delete_auto_scaling_group
+_put_policy_answer_as_moto_does = AutoScalingResponse.put_scaling_policy
+
+
+def put_scaling_policy(self: AutoScalingBackend, **arguments: Any) -> FakeScalingPolicy:
+    """Keep the policy under its ARN, which names its group and itself: one per group and name."""
+    policy = _put_policy_as_moto_does(self, **arguments)
+    del self.policies[arguments["name"]]  # where moto put it
+    self.policies[policy.arn] = policy
+    return policy
+
+
+def delete_auto_scaling_group(self: AutoScalingBackend, group_name: str) -> None:
+    """Deleting a group deletes its policies."""
+    _delete_group_as_moto_does(self, group_name)
+    for arn in [arn for arn, policy in self.policies.items() if policy.auto_scaling_group_name == group_name]:
+        del self.policies[arn]
+
+
+def put_scaling_policy_answer(self: AutoScalingResponse) -> ActionResult:
+    """PutScalingPolicy's answer, with the policy's ARN where the API has it."""
+    answer: Any = _put_policy_answer_as_moto_does(self).result
+    return ActionResult({"PolicyARN": answer["PolicyArn"]})
+
+
+def _policy_key(self: AutoScalingResponse) -> str:
+    """The policy a DeletePolicy or ExecutePolicy names: by its ARN, or by its name in its group."""
+    name: str = self._get_param("PolicyName")
+    group = self._get_param("AutoScalingGroupName")
+    for arn, policy in self.autoscaling_backend.policies.items():
+        if name == arn or (name == policy.name and policy.auto_scaling_group_name == group):
+            return arn
+    return name
+
+
+def delete_policy(self: AutoScalingResponse) -> ActionResult:
+    self.autoscaling_backend.delete_policy(_policy_key(self))
+    return EmptyResult()
+
+
+def execute_policy(self: AutoScalingResponse) -> ActionResult:
+    self.autoscaling_backend.execute_policy(_policy_key(self))
+    return EmptyResult()
+
+
+# How often a task token wait looks whether its execution was stopped.
+STOP_POLL_SECONDS = 0.02
+_wait_for_token_as_moto_does = callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token
+_evaluate_state_as_moto_does = ExecutionState._evaluate_with_timeout
 
 
 def wait_for_task_token(
-    self: callback_tasks.StateTaskServiceCallback, timeout_seconds: Any, callback_endpoint: Any
-) -> Any:
-    """Wait for the token; the state's own timeout (TimeoutSecondsPath, evaluated correctly when the
-    state starts) still ends the wait, so a timeout that is not a number means no timeout here."""
-    if not isinstance(timeout_seconds, int | float):
-        timeout_seconds = None
-    return _wait_for_token_as_moto_does(self, timeout_seconds, callback_endpoint)
+    self: callback_tasks.StateTaskServiceCallback,
+    env: Environment,
+    timeout_seconds: Any,
+    callback_endpoint: CallbackEndpoint,
+    heartbeat_endpoint: HeartbeatEndpoint | None,
+) -> CallbackOutcome:
+    """Wait for the token until it arrives or the execution stops running (stopped, or the state's
+    deadline passed). The state's own timeout (TimeoutSecondsPath, evaluated correctly when the
+    state starts) ends the wait at its deadline; ``timeout_seconds`` here is not that value."""
+    if heartbeat_endpoint is not None:  # moto's heartbeat wait already ends when the execution stops
+        return _wait_for_token_as_moto_does(self, env, timeout_seconds, callback_endpoint, heartbeat_endpoint)
+    outcome = callback_endpoint.wait(timeout=STOP_POLL_SECONDS)
+    while outcome is None and env.is_running():
+        outcome = callback_endpoint.wait(timeout=STOP_POLL_SECONDS)
+    return (
+        outcome if outcome is not None else CallbackOutcomeTimedOut(callback_id=callback_endpoint.callback_id)
+    )
+
+
+def evaluate_state(self: ExecutionState, env: Environment) -> None:
+    """A state's work, whose failure after a stop is no failure: AWS ends a stopped execution
+    ABORTED at once, without the state's error, its Retry or its Catch."""
+    try:
+        _evaluate_state_as_moto_does(self, env)
+    except Exception:
+        if env.is_running():
+            raise
+
+
+_set_error_as_moto_does = Environment.set_error
+
+
+def set_error(self: Environment, error: ExecutionFailedEventDetails) -> None:
+    """A stopped execution stays stopped (ABORTED): an error raised by the work the stop cut short
+    is not how it ended."""
+    with self._state_mutex:  # the same lock set_stop holds, so a stop and an error cannot interleave
+        if not isinstance(self.program_state(), ProgramStopped):
+            _set_error_as_moto_does(self, error)
 
 
 def install() -> Callable[[], None]:
@@ -72,14 +208,32 @@ def install() -> Callable[[], None]:
     saved: dict[str, Any] = {
         "cancel": SimpleSystemManagerResponse.__dict__.get("cancel_command"),
         "failure": StepFunctionResponse.send_task_failure,
+        "delete_policy": AutoScalingResponse.delete_policy,
+        "execute_policy": AutoScalingResponse.execute_policy,
     }
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
-    callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout = wait_for_task_token  # type: ignore[method-assign]
+    callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = wait_for_task_token  # type: ignore[method-assign]
+    ExecutionState._evaluate_with_timeout = evaluate_state  # type: ignore[method-assign]
+    Environment.set_error = set_error  # type: ignore[method-assign]
+    EventsHandler.put_events = put_events  # type: ignore[method-assign]
+    AutoScalingBackend.put_scaling_policy = put_scaling_policy  # type: ignore[method-assign,assignment]
+    AutoScalingBackend.delete_auto_scaling_group = delete_auto_scaling_group  # type: ignore[method-assign]
+    AutoScalingResponse.put_scaling_policy = put_scaling_policy_answer  # type: ignore[method-assign]
+    AutoScalingResponse.delete_policy = delete_policy  # type: ignore[method-assign]
+    AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
 
     def undo() -> None:
-        callback_tasks.StateTaskServiceCallback._wait_for_task_token_timeout = _wait_for_token_as_moto_does  # type: ignore[method-assign]
+        AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
+        AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
+        AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]
+        AutoScalingBackend.delete_auto_scaling_group = _delete_group_as_moto_does  # type: ignore[method-assign]
+        AutoScalingBackend.put_scaling_policy = _put_policy_as_moto_does  # type: ignore[method-assign]
+        EventsHandler.put_events = _put_events_as_moto_does  # type: ignore[method-assign]
+        Environment.set_error = _set_error_as_moto_does  # type: ignore[method-assign]
+        ExecutionState._evaluate_with_timeout = _evaluate_state_as_moto_does  # type: ignore[method-assign]
+        callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = _wait_for_token_as_moto_does  # type: ignore[method-assign]
         StepFunctionResponse.send_task_failure = saved["failure"]  # type: ignore[method-assign]
         Command._get_instance_ids_from_targets = _instances_from_targets_as_moto_reads_them  # type: ignore[method-assign]
         if saved["cancel"] is None:

@@ -2,8 +2,9 @@
 
 Each case runs a whole lab through the real state machine on the emulated
 account with one kind of fault: a handler raising at a state, the execution
-stopped while a state's Lambda runs, a seeded fraction of AWS calls failing,
-or a Lambda timing out. Then the cleanup state machine (started by the
+stopped in any state (while its Lambda runs, as the interpreter enters it, or
+while AwaitScaleOut waits for its task token), a seeded fraction of AWS calls
+failing, or a Lambda timing out. Then the cleanup state machine (started by the
 execution's status change event) and the janitor's sweep run, and the account
 must hold no resource tagged by any run, no lab lock, and a record for every
 run that says what happened. The summary line is printed at the end of the
@@ -12,18 +13,27 @@ session (see conftest.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from moto.ec2.exceptions import DependencyViolationError
+from moto.ec2.models.security_groups import SecurityGroupBackend
+from moto.stepfunctions.parser.asl.component.state.state import CommonStateField
+from moto.stepfunctions.parser.asl.eval.environment import Environment
 from scalelab_rehearsal.emulator import Emulator
-from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
+from scalelab_rehearsal.rehearse import history, merged_input, start_execution, wait_for
 from scalelab_rehearsal.runtime import LambdaTimedOut
-from scalelab_rehearsal.world import SCENARIOS, Scenario, World
+from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, Scenario, World
 
 from scalelab.steps.janitor import execution_arn
 from tests.reliability.conftest import TALLY, everything_tagged, settle, sweep, table_items
+from tests.support.template import ROOT, resource
 
 EXECUTION_DEADLINE_SECONDS = 120.0
 ENDED_STATUSES = {"passed", "failed", "aborted", "timed_out", "rejected"}
@@ -49,6 +59,11 @@ class Case:
     # (deployed function name, event) -> the fault to raise, or None.
     fault: Callable[[str, Any], Exception | None] | None = None
     stop_in: str | None = None  # stop the execution when this state's Lambda starts
+    stop_entering: str | None = None  # stop it as the interpreter enters this state, before its work
+    stop_waiting: bool = False  # stop it while AwaitScaleOut waits for its task token, as a person would
+    releasing: bool = False  # a security group's first deletion fails: AWS is still releasing its ENIs
+    speed: float = DEFAULT_SPEED
+    run_input: dict[str, Any] = field(default_factory=dict)
     seed: int = 7
 
 
@@ -56,6 +71,73 @@ def _function(emulator: Emulator, state: str) -> tuple[str, Callable[[Any], bool
     assert emulator.stack is not None
     logical_id, which = LAMBDA_STATES[state]
     return emulator.stack.resources[logical_id], which
+
+
+@contextmanager
+def _stopping_on_entering(emulator: Emulator, arn: str, state: str, stops: list[float]) -> Iterator[None]:
+    """Stop the execution ``arn`` from inside the interpreter, as it enters ``state``: a Choice or a
+    Pass state ends too soon for a stop from outside to land in it."""
+    original = CommonStateField._eval_state_input
+
+    def eval_state_input(self: CommonStateField, env: Environment) -> None:
+        if (
+            self.name == state
+            and not stops
+            and env.states.context_object.context_object_data["Execution"]["Id"] == arn
+        ):
+            stops.append(time.time())
+            emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
+        original(self, env)
+
+    CommonStateField._eval_state_input = eval_state_input  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        CommonStateField._eval_state_input = original  # type: ignore[method-assign]
+
+
+def _stop_once_waiting(emulator: Emulator, arn: str, stops: list[float]) -> threading.Thread:
+    """Stop the execution once AwaitScaleOut's Lambda has returned and the task token wait began."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + EXECUTION_DEADLINE_SECONDS
+        while time.monotonic() < deadline:
+            events = history(emulator, arn)
+            if any(event["type"] == "TaskSubmitted" for event in events):
+                stops.append(time.time())
+                emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
+                return
+            if any(
+                event["type"].startswith("Execution") and event["type"] != "ExecutionStarted"
+                for event in events
+            ):
+                return
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, name="fault-matrix-stop", daemon=True)
+    watcher.start()
+    return watcher
+
+
+@contextmanager
+def _security_groups_still_releasing(injected: list[str]) -> Iterator[None]:
+    """Each security group's first deletion fails with DependencyViolation, as on AWS while the
+    load balancer's and the instances' network interfaces are still being released."""
+    original = SecurityGroupBackend.delete_security_group
+    refused: set[str] = set()
+
+    def delete_security_group(self: Any, name: str | None = None, group_id: str | None = None) -> None:
+        if group_id is not None and group_id not in refused:
+            refused.add(group_id)
+            injected.append(f"DeleteSecurityGroup {group_id}")
+            raise DependencyViolationError(f"resource {group_id} has a dependent object")
+        original(self, name, group_id)
+
+    SecurityGroupBackend.delete_security_group = delete_security_group  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SecurityGroupBackend.delete_security_group = original  # type: ignore[method-assign]
 
 
 @pytest.fixture
@@ -67,6 +149,7 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
         name = f"matrix-{case.name}"
         arn = execution_arn(emulator.stack.outputs["StateMachineArn"], name)
         injected: list[str] = []
+        stops: list[float] = []
 
         def fault(function: str, event: Any) -> Exception | None:
             found = case.fault(function, event) if case.fault else None
@@ -76,18 +159,27 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
 
         def stop(function: str, event: Any) -> None:
             target, which = _function(emulator, case.stop_in or "")
-            if function == target and which(event) and not injected:
-                injected.append(function)
+            if function == target and which(event) and not stops:
+                stops.append(time.time())
                 emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
 
         runtime.faults = fault
         if case.stop_in:
             runtime.listeners.append(stop)
+        entering = (
+            _stopping_on_entering(emulator, arn, case.stop_entering, stops)
+            if case.stop_entering
+            else nullcontext()
+        )
+        releasing = _security_groups_still_releasing(injected) if case.releasing else nullcontext()
         try:
-            with World(emulator, case.scenario, seed=case.seed) as world:
-                run_input = merged_input({"lab": {"name": name}})
+            with World(emulator, case.scenario, case.speed, seed=case.seed) as world, entering, releasing:
+                run_input = merged_input({"lab": {"name": name}, **case.run_input})
                 start_execution(emulator, run_input, name)
+                watcher = _stop_once_waiting(emulator, arn, stops) if case.stop_waiting else None
                 description = wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
+                if watcher is not None:
+                    watcher.join()
                 settle(emulator)
                 api_faults = world.faults_injected
         finally:
@@ -96,9 +188,18 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
                 runtime.listeners.remove(stop)
         swept = sweep(emulator)
         settle(emulator)
+        faults = len(injected) + len(stops) + api_faults
         TALLY.runs += 1
-        TALLY.faults += len(injected) + api_faults
-        return {"status": description["status"], "swept": swept, "faults": len(injected) + api_faults}
+        TALLY.faults += faults
+        return {
+            "status": description["status"],
+            "swept": swept,
+            "faults": faults,
+            "stops": len(stops),
+            # Seconds from the stop to the execution's end, as Step Functions recorded it.
+            "stopped_within": description["stopDate"].timestamp() - stops[0] if stops else None,
+            "history": history(emulator, arn),
+        }
 
     return run
 
@@ -157,8 +258,89 @@ def test_stopping_the_execution_in_any_phase_leaves_nothing(
 ) -> None:
     outcome = run_case(Case(f"stop-{state.lower()}", PASS, stop_in=state))
 
-    assert outcome["faults"] == 1
+    assert outcome["stops"] == 1
     assert outcome["status"] == "ABORTED"
+    assert_nothing_left(emulator, outcome)
+
+
+def _entered(outcome: dict[str, Any]) -> list[str]:
+    return [
+        event["stateEnteredEventDetails"]["name"]
+        for event in outcome["history"]
+        if "stateEnteredEventDetails" in event
+    ]
+
+
+# Every other state a stop can land in, and the world (and fault) that takes a run there:
+# the scenario, a world clock slow enough for a Wait loop, a handler failing, or AWS still
+# releasing network interfaces when teardown deletes a security group.
+SLOW_WORLD = 60.0  # targets take 1.3 s to turn healthy: CheckHealthy and CheckNewHealthy loop
+STATES_ENTERED: dict[str, dict[str, Any]] = {
+    "Healthy?": {},
+    "WaitForHealthy": {"speed": SLOW_WORLD},
+    "ProbePassed?": {},
+    "NewHealthy?": {},
+    "WaitForNewHealthy": {"speed": SLOW_WORLD},
+    "StopStressAfterError": {"fault": "AwaitScaleOut"},
+    "JudgeFailed": {"fault": "Judge"},
+    "TeardownDone?": {},
+    "WaitForRelease": {"releasing": True},
+    "Notify": {},
+    "Outcome?": {},
+}
+
+
+def test_the_matrix_stops_in_every_state_a_lab_execution_can_be_stopped_in() -> None:
+    definition = json.loads((ROOT / resource("LabStateMachine")["Properties"]["DefinitionUri"]).read_text())
+    # A Succeed or Fail state ends the execution as it is entered: no stop can land in it.
+    stoppable = {
+        name for name, state in definition["States"].items() if state["Type"] not in {"Succeed", "Fail"}
+    }
+
+    assert set(LAMBDA_STATES) | set(STATES_ENTERED) == stoppable
+
+
+@pytest.mark.parametrize("state", list(STATES_ENTERED))
+def test_stopping_the_execution_as_it_enters_any_other_state_leaves_nothing(
+    state: str, run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
+) -> None:
+    setting = STATES_ENTERED[state]
+    case = Case(
+        f"at-{state.lower().strip('?')}",
+        PASS,
+        fault=_raising_at(setting["fault"], emulator) if "fault" in setting else None,
+        stop_entering=state,
+        releasing=setting.get("releasing", False),
+        speed=setting.get("speed", DEFAULT_SPEED),
+    )
+
+    outcome = run_case(case)
+
+    assert _entered(outcome)[-1] == state
+    assert outcome["stops"] == 1
+    assert outcome["status"] == "ABORTED"
+    assert_nothing_left(emulator, outcome)
+
+
+def test_stopping_the_execution_while_it_waits_for_the_scale_out_aborts_it_at_once_and_leaves_nothing(
+    run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
+) -> None:
+    # No scale-out ever completes the token; the wait's own deadline is a minute away.
+    waiting = Case(
+        "stop-waiting",
+        SCENARIOS["no-scale-out"],
+        stop_waiting=True,
+        run_input={"expectations": {"scale_out_within_seconds": 60}},
+    )
+
+    outcome = run_case(waiting)
+
+    assert outcome["stops"] == 1
+    assert outcome["status"] == "ABORTED"
+    assert outcome["stopped_within"] < 5
+    assert _entered(outcome)[-1] == "AwaitScaleOut"
+    assert outcome["history"][-1]["type"] == "ExecutionAborted"
+    assert not [event for event in outcome["history"] if event["type"] == "TaskTimedOut"]
     assert_nothing_left(emulator, outcome)
 
 

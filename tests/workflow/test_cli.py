@@ -15,6 +15,8 @@ from scalelab_rehearsal import cli, rehearse
 from scalelab_rehearsal.progress import LiveProgress, PhaseTracker, PlainProgress
 from scalelab_rehearsal.world import SCENARIOS
 
+from tests.workflow.conftest import Rehearsal
+
 # ---- bad usage: exit 2, and a message that says what to do ------------------------------------------
 
 
@@ -47,6 +49,50 @@ def test_input_that_is_not_a_json_object_exits_2(
     err = capsys.readouterr().err
     assert code == 2
     assert f"argument --input: {given} {message}" in err
+
+
+def _nested(depth: int) -> str:
+    """A run input whose lab name is ``depth`` arrays deep."""
+    return '{"lab": {"name": ' + "[" * depth + "]" * depth + "}}"
+
+
+# 100 000 deep overflows Python's JSON parser; 600 parses, but deep enough to overflow the
+# interpreter and the handlers downstream.
+@pytest.mark.parametrize("depth", [100_000, 600])
+def test_deeply_nested_input_exits_2_before_anything_runs(
+    depth: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    given = tmp_path / "input.json"
+    given.write_text(_nested(depth))
+
+    code = cli.main(["rehearse", "--input", str(given)])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (
+        f"argument --input: {given} nests arrays and objects more than {cli.MAX_INPUT_DEPTH} levels deep"
+        in err
+    )
+    assert "Traceback" not in err
+
+
+def test_deeply_nested_input_on_standard_input_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO(_nested(100_000)))
+
+    code = cli.main(["rehearse", "--input", "-"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert f"argument --input: standard input nests arrays and objects more than {cli.MAX_INPUT_DEPTH}" in err
+
+
+def test_input_as_deep_as_a_run_input_can_use_is_read(tmp_path: Path) -> None:
+    given = tmp_path / "input.json"
+    given.write_text(_nested(cli.MAX_INPUT_DEPTH - 2))  # the lab section and its object are two levels
+
+    assert cli.build_parser().parse_args(["rehearse", "--input", str(given)]).input["lab"]["name"]
 
 
 def test_an_unreadable_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -97,6 +143,27 @@ def test_emulator_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> N
 
     assert code == 2
     assert f"port {port} on 127.0.0.1 is in use" in capsys.readouterr().err
+
+
+def test_the_emulators_sweep_command_is_one_aws_cli_v1_and_v2_accept_and_it_sweeps(
+    rehearsal: Rehearsal, tmp_path: Path
+) -> None:
+    banner = cli._emulator_banner(rehearsal.emulator, "pass", 3600.0, tmp_path / "emulator.log")
+
+    lines = banner.splitlines()
+    invoke = next(index for index, line in enumerate(lines) if " lambda invoke " in line)
+    command = " ".join(line.strip().rstrip("\\") for line in lines[invoke : invoke + 2]).split()
+    # v1 knows no --cli-binary-format; v2 reads an inline --payload as base64 without it.
+    assert "--cli-binary-format" not in banner
+    payload = command[command.index("--payload") + 1]
+    assert payload.startswith("fileb://")
+    function = command[command.index("--function-name") + 1]
+    answer = rehearsal.emulator.client("lambda").invoke(
+        FunctionName=function, Payload=Path(payload.removeprefix("fileb://")).read_bytes()
+    )
+    swept = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, swept
+    assert swept["could_not_remove"] == []
 
 
 # ---- the progress, from synthetic history events (no emulator) ------------------------------------------

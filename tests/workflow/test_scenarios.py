@@ -168,3 +168,16 @@ def test_execution_names_differing_only_in_case_are_two_runs_that_never_touch_ea
     for outcome in (victim_outcome, rejected_outcome, same_lab_outcome):
         assert tagged_resources(outcome.run_id) == {}
     assert rehearsal.lock_holder() is None
+
+
+def test_runs_of_different_labs_at_once_each_pass(rehearsal: Rehearsal) -> None:
+    # Every run's group gets a scaling policy of the same name: each must keep its own.
+    labs = ("wf-lab-a", "wf-lab-b", "wf-lab-c")
+    arns = {lab: rehearsal.start(merged_input({"lab": {"name": lab}}), lab) for lab in labs}
+
+    outcomes = {lab: rehearsal.finish(arn) for lab, arn in arns.items()}
+
+    for lab, outcome in outcomes.items():
+        assert outcome.status == "SUCCEEDED", (lab, outcome.cause)
+        assert tagged_resources(outcome.run_id) == {}
+        assert rehearsal.lock_holder(lab) is None

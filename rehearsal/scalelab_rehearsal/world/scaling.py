@@ -149,8 +149,8 @@ class Scaling:
         resources = [group_arn] + (
             [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"] if instance_id else []
         )
-        self.emulator.client("events").put_events(
-            Entries=[
+        self.emulator.put_aws_events(
+            [
                 {
                     "Source": "aws.autoscaling",
                     "DetailType": detail_type,

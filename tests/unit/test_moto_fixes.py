@@ -1,0 +1,138 @@
+"""moto's Auto Scaling policies, as the rehearsal corrects them (scalelab_rehearsal.moto_fixes):
+PutScalingPolicy answers the policy's ARN, and policies belong to their group, as in AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from scalelab_rehearsal import moto_fixes
+
+GROUPS = ("scalelab-lab-a", "scalelab-lab-b")
+POLICY = "cpu-target"
+
+
+@pytest.fixture(autouse=True)
+def _moto_as_in_aws() -> Iterator[None]:
+    undo = moto_fixes.install()
+    yield
+    undo()
+
+
+@pytest.fixture
+def autoscaling(account: None) -> Any:
+    """Two groups in the emulated account."""
+    template = boto3.client("ec2").create_launch_template(
+        LaunchTemplateName="lab", LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"}
+    )["LaunchTemplate"]["LaunchTemplateId"]
+    client = boto3.client("autoscaling")
+    for group in GROUPS:
+        client.create_auto_scaling_group(
+            AutoScalingGroupName=group,
+            LaunchTemplate={"LaunchTemplateId": template, "Version": "$Latest"},
+            MinSize=0,
+            MaxSize=2,
+            AvailabilityZones=["us-east-1a"],
+        )
+    return client
+
+
+def put_cpu_policy(autoscaling: Any, group: str, target: float, name: str = POLICY) -> dict[str, Any]:
+    answer: dict[str, Any] = autoscaling.put_scaling_policy(
+        AutoScalingGroupName=group,
+        PolicyName=name,
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingConfiguration={
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "ASGAverageCPUUtilization"},
+            "TargetValue": target,
+        },
+    )
+    return answer
+
+
+def policies_of(autoscaling: Any, group: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = autoscaling.describe_policies(AutoScalingGroupName=group)["ScalingPolicies"]
+    return found
+
+
+def test_put_scaling_policy_answers_the_policys_arn(autoscaling: Any) -> None:
+    answer = put_cpu_policy(autoscaling, GROUPS[0], 50.0)
+
+    (policy,) = policies_of(autoscaling, GROUPS[0])
+    assert answer["PolicyARN"] == policy["PolicyARN"]
+    assert answer["PolicyARN"].startswith("arn:aws:autoscaling:us-east-1:123456789012:scalingPolicy:")
+    assert answer["PolicyARN"].endswith(f":autoScalingGroupName/{GROUPS[0]}:policyName/{POLICY}")
+
+
+def test_two_groups_keep_their_own_policy_of_the_same_name(autoscaling: Any) -> None:
+    first = put_cpu_policy(autoscaling, GROUPS[0], 40.0)["PolicyARN"]
+    second = put_cpu_policy(autoscaling, GROUPS[1], 70.0)["PolicyARN"]
+
+    assert first != second
+    for group, arn, target in ((GROUPS[0], first, 40.0), (GROUPS[1], second, 70.0)):
+        (policy,) = policies_of(autoscaling, group)
+        assert policy["PolicyARN"] == arn
+        assert policy["TargetTrackingConfiguration"]["TargetValue"] == target
+    assert len(autoscaling.describe_policies()["ScalingPolicies"]) == 2
+
+
+def test_putting_a_groups_policy_again_updates_it(autoscaling: Any) -> None:
+    first = put_cpu_policy(autoscaling, GROUPS[0], 40.0)["PolicyARN"]
+
+    again = put_cpu_policy(autoscaling, GROUPS[0], 60.0)["PolicyARN"]
+
+    (policy,) = policies_of(autoscaling, GROUPS[0])
+    assert again == first
+    assert policy["TargetTrackingConfiguration"]["TargetValue"] == 60.0
+
+
+def test_delete_policy_by_name_deletes_only_that_groups_policy(autoscaling: Any) -> None:
+    put_cpu_policy(autoscaling, GROUPS[0], 40.0)
+    kept = put_cpu_policy(autoscaling, GROUPS[1], 70.0)["PolicyARN"]
+
+    autoscaling.delete_policy(AutoScalingGroupName=GROUPS[0], PolicyName=POLICY)
+
+    assert policies_of(autoscaling, GROUPS[0]) == []
+    assert [policy["PolicyARN"] for policy in policies_of(autoscaling, GROUPS[1])] == [kept]
+
+
+def test_delete_policy_by_arn_deletes_that_policy(autoscaling: Any) -> None:
+    gone = put_cpu_policy(autoscaling, GROUPS[0], 40.0)["PolicyARN"]
+    put_cpu_policy(autoscaling, GROUPS[1], 70.0)
+
+    autoscaling.delete_policy(PolicyName=gone)
+
+    assert policies_of(autoscaling, GROUPS[0]) == []
+    assert len(policies_of(autoscaling, GROUPS[1])) == 1
+
+
+def test_deleting_a_group_deletes_its_policies(autoscaling: Any) -> None:
+    put_cpu_policy(autoscaling, GROUPS[0], 40.0, name="first")
+    put_cpu_policy(autoscaling, GROUPS[1], 70.0, name="second")
+
+    autoscaling.delete_auto_scaling_group(AutoScalingGroupName=GROUPS[0], ForceDelete=True)
+
+    assert [
+        policy["AutoScalingGroupName"] for policy in autoscaling.describe_policies()["ScalingPolicies"]
+    ] == [GROUPS[1]]
+
+
+def test_execute_policy_acts_on_the_named_groups_policy(autoscaling: Any) -> None:
+    for group in GROUPS:
+        autoscaling.put_scaling_policy(
+            AutoScalingGroupName=group,
+            PolicyName="add-one",
+            PolicyType="SimpleScaling",
+            AdjustmentType="ChangeInCapacity",
+            ScalingAdjustment=1,
+        )
+
+    autoscaling.execute_policy(AutoScalingGroupName=GROUPS[0], PolicyName="add-one")
+
+    groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=list(GROUPS))["AutoScalingGroups"]
+    assert {group["AutoScalingGroupName"]: group["DesiredCapacity"] for group in groups} == {
+        GROUPS[0]: 1,
+        GROUPS[1]: 0,
+    }
