@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from scalelab_rehearsal import moto_fixes
 
 from tests.support.template import function_code, function_environment, resource, template
 
@@ -70,9 +71,14 @@ def _sealed_aws_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 @pytest.fixture
 def account() -> Iterator[None]:
-    """A fresh emulated AWS account (moto, in-process)."""
-    with mock_aws():
-        yield
+    """A fresh emulated AWS account: moto, in-process, with the rehearsal's fixes where moto
+    differs from AWS (scalelab_rehearsal.moto_fixes), as the rehearsal runs it."""
+    undo = moto_fixes.install()
+    try:
+        with mock_aws():
+            yield
+    finally:
+        undo()
 
 
 def physical_ids() -> dict[str, str]:

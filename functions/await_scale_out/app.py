@@ -1,6 +1,6 @@
 """AwaitScaleOut: store the scale-out task token, complete it at once if the launch came first.
 
-A thin adapter over scalelab.scaleout. The state machine runs it as a
+A thin adapter over scalelab.steps.scaleout. The state machine runs it as a
 ``lambda:invoke.waitForTaskToken`` task, so what it returns is only logged;
 the task ends when the token is completed (here or by OnScalingEvent).
 """

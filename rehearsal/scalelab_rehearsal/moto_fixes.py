@@ -1,4 +1,4 @@
-"""Run Command, task tokens, stops, PutEvents and scaling policies as AWS does them, where
+"""Run Command, task tokens, stops, PutEvents, scaling policies and activities as AWS does them, where
 moto 5.2.5 differs (used by the rehearsal and the tests).
 
 - ``SendCommand`` with ``InstanceIds`` and no ``Targets`` sends to every
@@ -26,15 +26,23 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
   name replaces the first group's, ``DeletePolicy`` and ``ExecutePolicy`` ignore
   the group, and deleting a group leaves its policies. AWS keeps policies per
   group and deletes them with it.
+- ``DescribeScalingActivities`` always answers an empty list. AWS records an
+  activity for every instance a group launches or terminates, with a Cause
+  that says why the capacity changed; here every capacity change records
+  them, with the Cause whoever plays AWS gives (``capacity_cause``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
-from moto.autoscaling.models import AutoScalingBackend, FakeScalingPolicy
+from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, FakeScalingPolicy
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.events.responses import EventsHandler
@@ -203,6 +211,100 @@ def set_error(self: Environment, error: ExecutionFailedEventDetails) -> None:
             _set_error_as_moto_does(self, error)
 
 
+# ---- scaling activities: moto keeps none, AWS keeps one per launch and termination ----------
+
+# Why the group's capacity is changing, in Auto Scaling's own words, for the activities the change
+# makes. Whoever plays AWS sets it (the world, for its alarm); moto's own changes say "a user request".
+_capacity_cause: ContextVar[str | None] = ContextVar("capacity_cause", default=None)
+_set_capacity_as_moto_does = FakeAutoScalingGroup.set_desired_capacity
+_describe_activities_as_moto_does = AutoScalingResponse.describe_scaling_activities
+
+
+@contextmanager
+def capacity_cause(cause: str) -> Iterator[None]:
+    """Capacity changes inside this block record ``cause`` as their activities' Cause."""
+    token = _capacity_cause.set(cause)
+    try:
+        yield
+    finally:
+        _capacity_cause.reset(token)
+
+
+def activities_of(group: FakeAutoScalingGroup) -> list[dict[str, Any]]:
+    """The group's scaling activities, oldest first (record more with ``record_activity``)."""
+    activities: list[dict[str, Any]] = group.__dict__.setdefault("scaling_activities", [])
+    return activities
+
+
+def record_activity(group: FakeAutoScalingGroup, **fields: Any) -> dict[str, Any]:
+    """One scaling activity of ``group``, with AWS's fields; returns it (its ActivityId is new)."""
+    now = datetime.now(UTC)
+    activity = {
+        "ActivityId": str(uuid.uuid4()),
+        "AutoScalingGroupName": group.name,
+        "StartTime": now,
+        "EndTime": now,
+        "StatusCode": "Successful",
+        "Progress": 100,
+        **fields,
+    }
+    activities_of(group).append(activity)
+    return activity
+
+
+def set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -> None:
+    """Change the capacity as moto does, and record an activity per instance launched or terminated."""
+    # A group being created has neither yet: its capacity grows from 0.
+    created = not hasattr(self, "desired_capacity")
+    before = 0 if created else self.desired_capacity or 0
+    running = {state.instance.id for state in getattr(self, "instance_states", [])}
+    _set_capacity_as_moto_does(self, new_capacity)
+    after = self.desired_capacity or 0
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    request = "created an AutoScalingGroup" if created else "explicitly set group desired capacity"
+    cause = (
+        _capacity_cause.get()
+        or f"At {now} a user request {request} changing the desired capacity from {before} to {after}."
+    )
+    current = {state.instance.id for state in self.instance_states}
+    # A launch to reach a new capacity says so; one that keeps it (a replacement) only says why.
+    started = (
+        f"  At {now} an instance was started in response to a difference between desired and actual "
+        f"capacity, increasing the capacity from {before} to {after}."
+        if after > before
+        else ""
+    )
+    for instance_id in sorted(current - running):
+        record_activity(
+            self, Description=f"Launching a new EC2 instance: {instance_id}", Cause=cause + started
+        )
+    for instance_id in sorted(running - current):
+        record_activity(
+            self,
+            Description=f"Terminating EC2 instance: {instance_id}",
+            Cause=f"{cause}  At {now} an instance was taken out of service in response to a difference "
+            f"between desired and actual capacity, shrinking the capacity from {before} to {after}.",
+        )
+
+
+def describe_scaling_activities(self: AutoScalingResponse) -> ActionResult:
+    """The group's activities, newest first, as AWS lists them (moto answers an empty list)."""
+    name = self._get_param("AutoScalingGroupName")
+    wanted = set(self._get_param("ActivityIds", []))
+    groups = [
+        group
+        for group in self.autoscaling_backend.autoscaling_groups.values()
+        if name is None or group.name == name
+    ]
+    activities = [
+        activity
+        for group in groups
+        for activity in reversed(activities_of(group))
+        if not wanted or activity["ActivityId"] in wanted
+    ]
+    return ActionResult({"Activities": activities})
+
+
 def install() -> Callable[[], None]:
     """Apply the fixes; returns the undo."""
     saved: dict[str, Any] = {
@@ -211,6 +313,8 @@ def install() -> Callable[[], None]:
         "delete_policy": AutoScalingResponse.delete_policy,
         "execute_policy": AutoScalingResponse.execute_policy,
     }
+    FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
+    AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
     StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
@@ -225,6 +329,8 @@ def install() -> Callable[[], None]:
     AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
 
     def undo() -> None:
+        AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
+        FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
         AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]

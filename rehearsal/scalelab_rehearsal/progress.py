@@ -34,7 +34,7 @@ PHASES: tuple[PhaseSpec, ...] = (
     _phase("wait_healthy", "Wait healthy", "CheckHealthy", "Healthy?", "WaitForHealthy"),
     _phase("probe", "Probe", "Probe", "ProbePassed?"),
     _phase("stress", "Stress", "StartStress"),
-    _phase("scale_out", "Scale-out", "AwaitScaleOut"),
+    _phase("scale_out", "Scale-out", "AwaitScaleOut", "CheckScaleOut"),
     _phase(
         "new_instance_healthy", "New instance healthy", "CheckNewHealthy", "NewHealthy?", "WaitForNewHealthy"
     ),

@@ -28,6 +28,7 @@ FUNCTIONS = {
     "ProbeAppFunction",
     "StartStressFunction",
     "AwaitScaleOutFunction",
+    "CheckScaleOutFunction",
     "OnScalingEventFunction",
     "StopStressFunction",
     "JudgeRunFunction",
@@ -170,10 +171,11 @@ def test_await_scale_out_finds_the_scale_out_and_hands_over_its_token(
 ) -> None:
     # Given the stress made the emulated world scale the group out (its launch event
     # reached the deployed OnScalingEvent function in the emulator) ...
-    earlier(run, "StartStressFunction")
+    stress = earlier(run, "StartStressFunction")
     assert _scaled_out(emulated_account), f"the group did not scale out within {SCALE_OUT_DEADLINE_SECONDS} s"
 
-    invocation = local_invoke("AwaitScaleOutFunction", sample("await_scale_out.json"))
+    event = sample("await_scale_out.json") | {"instances_before": stress["instance_ids"]}
+    invocation = local_invoke("AwaitScaleOutFunction", event)
 
     # ... the wait completes at once; the sample's token is not one Step Functions
     # issued, so Step Functions answers that the task is gone: "stale".
@@ -183,6 +185,27 @@ def test_await_scale_out_finds_the_scale_out_and_hands_over_its_token(
     assert waited["waiting"] is False
     assert waited["outcome"] == "stale"
     assert waited["completed_by"]
+
+
+def test_check_scale_out_finds_the_launch_in_the_log_and_the_groups_activities(
+    local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
+) -> None:
+    stress = earlier(run, "StartStressFunction")
+    assert _scaled_out(emulated_account), f"the group did not scale out within {SCALE_OUT_DEADLINE_SECONDS} s"
+    event = sample("check_scale_out.json") | {"instances_before": stress["instance_ids"]}
+
+    invocation = local_invoke("CheckScaleOutFunction", event)
+
+    # The same launch is in both: its event (logged by OnScalingEvent) is the one reported.
+    found = invocation.result
+    assert invocation.error_type is None, invocation.log
+    group = emulated_account.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[SAMPLE_GROUP]
+    )["AutoScalingGroups"][0]
+    launched = {instance["InstanceId"] for instance in group["Instances"]} - set(stress["instance_ids"])
+    assert found["instance_id"] in launched
+    assert found["seen_in"] == "event"
+    assert found["event_id"]
 
 
 def test_a_later_launch_event_finds_the_wait_already_completed(local_invoke: LocalInvoke) -> None:

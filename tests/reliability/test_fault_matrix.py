@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from moto.ec2.exceptions import DependencyViolationError
@@ -37,18 +37,30 @@ from tests.support.template import ROOT, resource
 
 EXECUTION_DEADLINE_SECONDS = 120.0
 ENDED_STATUSES = {"passed", "failed", "aborted", "timed_out", "rejected"}
-# The state whose Lambda a fault hits, the function's logical id, and which of its calls.
-LAMBDA_STATES: dict[str, tuple[str, Callable[[Any], bool]]] = {
-    "Prepare": ("PrepareRunFunction", lambda _: True),
-    "Provision": ("ProvisionLabFunction", lambda _: True),
-    "CheckHealthy": ("CheckTargetsFunction", lambda event: "healthy_count" in event),
-    "Probe": ("ProbeAppFunction", lambda _: True),
-    "StartStress": ("StartStressFunction", lambda _: True),
-    "AwaitScaleOut": ("AwaitScaleOutFunction", lambda _: True),
-    "CheckNewHealthy": ("CheckTargetsFunction", lambda event: "instance_id" in event),
-    "StopStress": ("StopStressFunction", lambda _: True),
-    "Judge": ("JudgeRunFunction", lambda _: True),
-    "Teardown": ("TeardownLabFunction", lambda _: True),
+
+
+class LambdaState(NamedTuple):
+    """A state whose Lambda a fault hits: the function's logical id, which of its calls, and the
+    world in which a run reaches the state."""
+
+    logical_id: str
+    which: Callable[[Any], bool]
+    scenario: Scenario = SCENARIOS["pass"]
+
+
+LAMBDA_STATES: dict[str, LambdaState] = {
+    "Prepare": LambdaState("PrepareRunFunction", lambda _: True),
+    "Provision": LambdaState("ProvisionLabFunction", lambda _: True),
+    "CheckHealthy": LambdaState("CheckTargetsFunction", lambda event: "healthy_count" in event),
+    "Probe": LambdaState("ProbeAppFunction", lambda _: True),
+    "StartStress": LambdaState("StartStressFunction", lambda _: True),
+    "AwaitScaleOut": LambdaState("AwaitScaleOutFunction", lambda _: True),
+    # Reached when no scale-out event came by the deadline.
+    "CheckScaleOut": LambdaState("CheckScaleOutFunction", lambda _: True, SCENARIOS["no-scale-out"]),
+    "CheckNewHealthy": LambdaState("CheckTargetsFunction", lambda event: "instance_id" in event),
+    "StopStress": LambdaState("StopStressFunction", lambda _: True),
+    "Judge": LambdaState("JudgeRunFunction", lambda _: True),
+    "Teardown": LambdaState("TeardownLabFunction", lambda _: True),
 }
 
 
@@ -69,7 +81,7 @@ class Case:
 
 def _function(emulator: Emulator, state: str) -> tuple[str, Callable[[Any], bool]]:
     assert emulator.stack is not None
-    logical_id, which = LAMBDA_STATES[state]
+    logical_id, which, _scenario = LAMBDA_STATES[state]
     return emulator.stack.resources[logical_id], which
 
 
@@ -244,7 +256,8 @@ PASS = SCENARIOS["pass"]
 def test_a_handler_raising_at_any_state_leaves_nothing(
     state: str, run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
 ) -> None:
-    outcome = run_case(Case(f"raise-{state.lower()}", PASS, fault=_raising_at(state, emulator)))
+    world = LAMBDA_STATES[state].scenario
+    outcome = run_case(Case(f"raise-{state.lower()}", world, fault=_raising_at(state, emulator)))
 
     assert outcome["faults"] >= 1
     # A stress that could not be cancelled ends by its own duration: the verdict stands.
@@ -256,7 +269,7 @@ def test_a_handler_raising_at_any_state_leaves_nothing(
 def test_stopping_the_execution_in_any_phase_leaves_nothing(
     state: str, run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
 ) -> None:
-    outcome = run_case(Case(f"stop-{state.lower()}", PASS, stop_in=state))
+    outcome = run_case(Case(f"stop-{state.lower()}", LAMBDA_STATES[state].scenario, stop_in=state))
 
     assert outcome["stops"] == 1
     assert outcome["status"] == "ABORTED"

@@ -29,28 +29,35 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import ClientError
+from moto.autoscaling.models import autoscaling_backends
+from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.core.config import default_user_config
+from scalelab_rehearsal import moto_fixes
 
 from scalelab.contracts.base import parse_event
+from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.scaleout import (
     AwaitScaleOutEvent,
     AwaitScaleOutResult,
+    CheckScaleOutEvent,
     IgnoredScalingEvent,
     ScalingEventResult,
 )
 from scalelab.core import aws
-from scalelab.core.errors import InvalidInput
+from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed
 from scalelab.core.settings import TableSettings
-from scalelab.steps.scaleout import await_scale_out, on_scaling_event
+from scalelab.steps.scaleout import await_scale_out, check_scale_out, on_scaling_event
 from scalelab.store.runs import RunTable
 from scalelab.store.scaleout import ScaleOutTable
-from tests.conftest import TABLE_NAME, FakeLambdaContext
+from tests.conftest import REGION, TABLE_NAME, FakeLambdaContext
 from tests.support.account import aws_fault
 from tests.support.template import ROOT
 
 RUN = "scale-0001"
 STRESS_STARTED = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
 DEADLINE_SECONDS = 5.0
+# The group when the stress began: two instances, desired capacity 2.
+INSTANCES_BEFORE = ("i-0a1b2c3d4e5f60010", "i-0a1b2c3d4e5f60011")
 EVENTS = ROOT / "events"
 
 
@@ -111,6 +118,8 @@ class Workflow:
                             "auto_scaling_group_name.$": "$.auto_scaling_group_name",
                             "task_token.$": "$$.Task.Token",
                             "stress_started_at.$": "$.stress_started_at",
+                            "instances_before.$": "$.instances_before",
+                            "desired_capacity.$": "$.desired_capacity",
                         },
                     },
                     "TimeoutSecondsPath": "$.scale_out_within_seconds",
@@ -132,6 +141,8 @@ class Workflow:
                     "run_id": run_id,
                     "auto_scaling_group_name": f"scalelab-{run_id}",
                     "stress_started_at": STRESS_STARTED.isoformat(),
+                    "instances_before": list(INSTANCES_BEFORE),
+                    "desired_capacity": 2,
                     "scale_out_within_seconds": within_seconds,
                 }
             ),
@@ -212,6 +223,7 @@ def expected_output(event: dict[str, Any]) -> dict[str, str]:
         "launched_at": event["detail"]["StartTime"].replace("Z", "+00:00"),
         "event_id": event["id"],
         "activity_id": event["detail"]["ActivityId"],
+        "seen_in": "event",
     }
 
 
@@ -461,9 +473,10 @@ def test_a_workflow_that_stopped_waiting_is_noted_not_raised(
 # ---- what fails the wait, and what is only logged --------------------------------------------
 
 
-def test_an_unsuccessful_launch_fails_the_execution_with_aws_status_message(
+def test_an_unsuccessful_launch_is_logged_and_the_wait_goes_on(
     workflow: Workflow, table: ScaleOutTable
 ) -> None:
+    # Auto Scaling tries again, in another zone say, until the wait's deadline.
     execution = workflow.start()
     wait(execution.payload, table)
     failure = aws_event("launch-unsuccessful")
@@ -471,26 +484,63 @@ def test_an_unsuccessful_launch_fails_the_execution_with_aws_status_message(
     result = deliver(failure, table)
 
     assert isinstance(result, ScalingEventResult)
-    assert result.completion == "failed"
-    described = workflow.finished(execution.arn)
-    assert described["status"] == "FAILED"
-    assert described["error"] == "ScaleOutFailed"
-    (ending,) = workflow.task_endings(execution.arn)
-    assert ending["taskFailedEventDetails"]["error"] == "ScaleOutFailed"
-    # moto drops SendTaskFailure's cause (describe_execution shows none), so the
-    # cause sent is checked where the waiter records it.
-    assert waiter()["task_cause"] == failure["detail"]["StatusMessage"] == "message-text"
+    assert result.completion == "not_qualifying"
+    assert logged() == [f"EVENT#{failure['id']}"]
+    assert workflow.status(execution.arn) == "RUNNING"
+    launch = aws_event("launch-successful", launched=STRESS_STARTED + timedelta(minutes=6))
+    assert isinstance(completed := deliver(launch, table), ScalingEventResult)
+    assert completed.completion == "succeeded"
+    assert json.loads(workflow.finished(execution.arn)["output"]) == expected_output(launch)
 
 
-def test_an_unsuccessful_launch_logged_first_fails_the_token_when_it_is_stored(
-    workflow: Workflow, table: ScaleOutTable
+def _with_cause(event: dict[str, Any], cause: str) -> dict[str, Any]:
+    event["detail"]["Cause"] = cause
+    return event
+
+
+def _naming(event: dict[str, Any], instance_id: str) -> dict[str, Any]:
+    event["detail"]["EC2InstanceId"] = instance_id
+    return event
+
+
+@pytest.mark.parametrize(
+    ("case", "launch"),
+    [
+        (
+            "a replacement of an unhealthy instance under stress",
+            lambda: _with_cause(
+                aws_event("launch-successful"),
+                "At 2026-01-15T10:04:00Z an instance was started in response to an unhealthy instance "
+                "needing to be replaced.",
+            ),
+        ),
+        (
+            "an event naming one of the group's original instances",
+            lambda: _naming(aws_event("launch-successful"), INSTANCES_BEFORE[0]),
+        ),
+        (
+            "a launch back up to the starting capacity",
+            lambda: _with_cause(
+                aws_event("launch-successful"),
+                "At 2026-01-15T10:04:00Z a user request explicitly set group desired capacity changing "
+                "the desired capacity from 1 to 2.",
+            ),
+        ),
+    ],
+)
+def test_a_launch_that_is_not_a_scale_out_leaves_the_wait_going(
+    workflow: Workflow, table: ScaleOutTable, case: str, launch: Callable[[], dict[str, Any]]
 ) -> None:
-    failure = aws_event("launch-unsuccessful")
-    deliver(failure, table)
+    # Issue 15 #2: any successful launch passed the run.
     execution = workflow.start()
+    wait(execution.payload, table)
 
-    assert wait(execution.payload, table).outcome == "failed"
-    assert workflow.finished(execution.arn)["error"] == "ScaleOutFailed"
+    result = deliver(launch(), table)
+
+    assert isinstance(result, ScalingEventResult), case
+    assert result.completion == "not_qualifying", case
+    assert workflow.status(execution.arn) == "RUNNING", case
+    assert "completed_by" not in waiter(), case
 
 
 def test_a_terminate_event_is_only_logged(workflow: Workflow, table: ScaleOutTable) -> None:
@@ -658,3 +708,97 @@ def test_the_handlers_meet_with_the_sample_events(
         "completion": "stale",
     }
     assert waiter("sample-run-0001")["completed_by"] == sample_event["id"]
+
+
+# ---- the cross-check at the deadline: the group's scaling activities decide ---------------------
+
+
+def _group(name: str) -> Any:
+    return autoscaling_backends[ACCOUNT_ID][REGION].autoscaling_groups[name]
+
+
+def _deadline_check(lab: ProvisionResult, stress_started_at: datetime) -> CheckScaleOutEvent:
+    instances = boto3.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[lab.auto_scaling_group_name]
+    )["AutoScalingGroups"][0]["Instances"]
+    return CheckScaleOutEvent(
+        run_id=RUN,
+        auto_scaling_group_name=lab.auto_scaling_group_name,
+        stress_started_at=stress_started_at,
+        instances_before=[instance["InstanceId"] for instance in instances],
+        desired_capacity=2,
+        waited_seconds=900,
+    )
+
+
+def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(
+    lab: ProvisionResult, table: ScaleOutTable
+) -> None:
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    alarm = (
+        "At 2026-01-15T10:03:55Z a monitor alarm TargetTracking-x-AlarmHigh in state ALARM triggered "
+        f"policy {RUN}-cpu-target changing the desired capacity from 2 to 3."
+    )
+    with moto_fixes.capacity_cause(alarm):
+        boto3.client("autoscaling").set_desired_capacity(
+            AutoScalingGroupName=lab.auto_scaling_group_name, DesiredCapacity=3
+        )
+
+    found = check_scale_out(check, table)
+
+    assert found.seen_in == "scaling_activities"
+    assert found.instance_id not in check.instances_before
+    assert found.event_id is None
+
+
+def test_launches_that_all_failed_name_aws_reasons(lab: ProvisionResult, table: ScaleOutTable) -> None:
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    for zone in ("us-east-1a", "us-east-1b"):
+        moto_fixes.record_activity(
+            _group(lab.auto_scaling_group_name),
+            Description="Launching a new EC2 instance.  Status Reason: no capacity",
+            Cause="At 2026-01-15T10:03:55Z a monitor alarm changing the desired capacity from 2 to 3.",
+            StatusCode="Failed",
+            StatusMessage=f"We currently do not have sufficient t3.micro capacity in {zone}.",
+        )
+
+    with pytest.raises(ScaleOutFailed) as failed:
+        check_scale_out(check, table)
+
+    assert str(failed.value).startswith("2 launches failed within 900 s and none succeeded; AWS said: ")
+    assert "capacity in us-east-1a." in str(failed.value)
+    assert "capacity in us-east-1b." in str(failed.value)
+
+
+def test_without_any_launch_since_the_stress_there_is_no_scale_out(
+    lab: ProvisionResult, table: ScaleOutTable
+) -> None:
+    # The group's own creation launched two instances: before the stress, and no growth beyond 2.
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    replacement = "At 2026-01-15T10:04:00Z an instance was started in response to an unhealthy instance."
+    with moto_fixes.capacity_cause(replacement):
+        boto3.client("autoscaling").set_desired_capacity(
+            AutoScalingGroupName=lab.auto_scaling_group_name, DesiredCapacity=3
+        )
+
+    with pytest.raises(NoScaleOut, match=r"^no scale-out within 900 s"):
+        check_scale_out(check, table)
+
+
+def test_event_text_is_kept_as_data_bounded_and_without_control_characters(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    # Issue 15 #6: text from a forged event became the verdict as it was.
+    execution = workflow.start()
+    wait(execution.payload, table)
+    failure = aws_event("launch-unsuccessful")
+    failure["detail"]["StatusMessage"] = (
+        "Capacity issue\n\x1b[31mfix it at http://example.invalid " + "x" * 5000
+    )
+
+    deliver(failure, table)
+
+    entry = run_items()[f"EVENT#{failure['id']}"]
+    assert len(entry["status_message"]) == 1000
+    assert "\n" not in entry["status_message"]
+    assert "\x1b" not in entry["status_message"]

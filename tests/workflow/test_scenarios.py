@@ -69,15 +69,37 @@ def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
 
 
 @pytest.mark.scenario("launch-fails")
-def test_a_failed_launch_fails_at_once_with_aws_status_message(rehearsal: Rehearsal) -> None:
+def test_failed_launches_fail_the_run_at_the_deadline_with_aws_status_message(rehearsal: Rehearsal) -> None:
+    # Auto Scaling retries a failed launch (in another zone, say): one failure does not end the wait.
     outcome = rehearsal.run(name="wf-launch-fails")
 
     assert outcome.status == "FAILED"
     assert outcome.cause is not None
     assert outcome.cause.startswith(
-        "failed at scale_out: scale-out failed: We currently do not have sufficient"
+        "failed at scale_out: scale-out failed: 1 launch failed within 8 s and none succeeded; "
+        "AWS said: 'We currently do not have sufficient t3.micro capacity"
     )
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
+    ]
+    assert entered.index("CheckScaleOut") == entered.index("AwaitScaleOut") + 1
     assert LAUNCH_FAILED in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("replacement-under-stress")
+def test_a_replacement_launched_under_stress_is_no_scale_out(rehearsal: Rehearsal) -> None:
+    # Issue 15 #2: any "Launch Successful" during the wait passed the run.
+    outcome = rehearsal.run(name="wf-replacement")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at scale_out: no scale-out within 8 s")
+    assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
+    ]
+    assert "CheckNewHealthy" not in entered
     assert_nothing_left(rehearsal, outcome)
 
 

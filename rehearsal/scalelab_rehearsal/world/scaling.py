@@ -13,10 +13,12 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
 
+from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
 from scalelab_rehearsal.world.clock import Clock, now_iso
 from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
@@ -39,6 +41,7 @@ class _Group:
     not_before: float = 0.0
     launching: bool = False
     failed_once: bool = False
+    replaced_one: bool = False
     known_instances: set[str] = field(default_factory=set)
 
 
@@ -65,6 +68,13 @@ class Scaling:
             for instance_id in in_service:
                 self.health.seen(instance_id)
             state.known_instances |= set(in_service)
+            if (
+                self.scenario.replaces_an_instance
+                and not state.replaced_one
+                and self.stress.burning(in_service)
+            ):
+                state.replaced_one = True
+                self._replace(backend, name, group, in_service[0])
             target = self._cpu_target(backend, name)
             if target is None or not in_service or state.launching:
                 continue
@@ -78,10 +88,10 @@ class Scaling:
 
     @staticmethod
     def _cpu_target(backend: Any, group_name: str) -> float | None:
-        for policy in backend.policies.values():
-            if policy.auto_scaling_group_name == group_name and policy.policy_type == "TargetTrackingScaling":
-                return float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
-        return None
+        policy = _target_tracking_policy(backend, group_name)
+        if policy is None:
+            return None
+        return float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
 
     def _scale_out(self, backend: Any, name: str, group: Any, state: _Group) -> None:
         if group.desired_capacity >= group.max_size:
@@ -89,7 +99,14 @@ class Scaling:
         if self.scenario.launch_fails:
             if not state.failed_once:
                 state.failed_once = True
-                self._put_event(name, group, "EC2 Instance Launch Unsuccessful", None, failed=True)
+                failed = moto_fixes.record_activity(
+                    group,
+                    Description=f"Launching a new EC2 instance.  Status Reason: {CAPACITY_ERROR}",
+                    Cause=_alarm_cause(backend, name, group.desired_capacity, group.desired_capacity + 1),
+                    StatusCode="Failed",
+                    StatusMessage=CAPACITY_ERROR,
+                )
+                self._put_event(group, "EC2 Instance Launch Unsuccessful", failed)
             return
         state.launching = True
         if self.scenario.launch_delay:
@@ -106,45 +123,73 @@ class Scaling:
         if group is None or self.clock.stopped:
             return  # torn down while the launch was slow
         before = {s.instance.id for s in group.instance_states}
-        backend.set_desired_capacity(name, group.desired_capacity + 1)
+        grown = group.desired_capacity + 1
+        with moto_fixes.capacity_cause(_alarm_cause(backend, name, group.desired_capacity, grown)):
+            backend.set_desired_capacity(name, grown)
         backend.update_attached_target_groups(name)
-        for instance_id in sorted({s.instance.id for s in group.instance_states} - before):
-            self.health.seen(instance_id)
-            self._put_event(name, group, "EC2 Instance Launch Successful", instance_id)
+        self._announce_launches(group, before)
         # A new instance warms up before the policy acts again (DefaultInstanceWarmup).
         warmup = BOOT_SECONDS + HEALTHY_THRESHOLD * HEALTH_INTERVAL_SECONDS
         self.clock.later(warmup, setattr, state, "launching", False)
 
+    def _replace(self, backend: Any, name: str, group: Any, unhealthy: str) -> None:
+        """Auto Scaling takes an instance that failed its ELB health checks out of service and
+        launches one in its place: a launch while the stress runs that keeps the capacity as it is."""
+        now = now_iso()
+        moto_fixes.record_activity(
+            group,
+            Description=f"Terminating EC2 instance: {unhealthy}",
+            Cause=f"At {now} an instance was taken out of service in response to an ELB system health "
+            "check failure.",
+        )
+        group.instance_states = [state for state in group.instance_states if state.instance.id != unhealthy]
+        group.ec2_backend.terminate_instances([unhealthy])
+        before = {state.instance.id for state in group.instance_states}
+        replacement = (
+            f"At {now} an instance was started in response to an unhealthy instance needing to be replaced."
+        )
+        with moto_fixes.capacity_cause(replacement):
+            group.set_desired_capacity(group.desired_capacity)
+        backend.update_attached_target_groups(name)
+        self._announce_launches(group, before)
+
+    def _announce_launches(self, group: Any, before: set[str]) -> None:
+        """The launch event of each instance the group has now and did not have ``before``."""
+        for instance_id in sorted({state.instance.id for state in group.instance_states} - before):
+            self.health.seen(instance_id)
+            launch = next(
+                activity
+                for activity in moto_fixes.activities_of(group)
+                if activity["Description"].endswith(f": {instance_id}")
+            )
+            self._put_event(group, "EC2 Instance Launch Successful", launch, instance_id)
+
     def _put_event(
-        self, group_name: str, group: Any, detail_type: str, instance_id: str | None, failed: bool = False
+        self, group: Any, detail_type: str, activity: dict[str, Any], instance_id: str | None = None
     ) -> None:
-        """An Auto Scaling event with the shape of AWS's own (see events/autoscaling-*.json)."""
-        started = now_iso()
-        activity = str(uuid.uuid4())
+        """The Auto Scaling event of ``activity``, with the shape of AWS's own (events/autoscaling-*.json)."""
         subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else ""
+        failed = activity["StatusCode"] == "Failed"
         detail = {
             "Origin": "EC2",
             "Destination": "AutoScalingGroup",
+            # An event is sent while the launch is still under way; a failure once it failed.
             "StatusCode": "Failed" if failed else "InProgress",
-            "AutoScalingGroupName": group_name,
-            "ActivityId": activity,
+            "AutoScalingGroupName": group.name,
+            "ActivityId": activity["ActivityId"],
             "AccountId": ACCOUNT,
             "RequestId": str(uuid.uuid4()),
-            "StatusMessage": CAPACITY_ERROR if failed else "",
-            "EndTime": started,
+            "StatusMessage": activity.get("StatusMessage", ""),
+            "StartTime": _iso(activity["StartTime"]),
+            "EndTime": _iso(activity["EndTime"]),
             "EC2InstanceId": instance_id or "",
-            "StartTime": started,
-            "Cause": (
-                f"At {started} a monitor alarm TargetTracking-{group_name}-AlarmHigh in state ALARM "
-                f"triggered policy scalelab-cpu-target changing the desired capacity from "
-                f"{group.desired_capacity - (0 if failed else 1)} to "
-                f"{group.desired_capacity + (1 if failed else 0)}."
-            ),
+            "Description": activity["Description"],
+            "Cause": activity["Cause"],
             "Details": {"Subnet ID": subnet, "Availability Zone": REGION + "a"},
         }
         group_arn = (
             f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:{uuid.uuid4()}"
-            f":autoScalingGroupName/{group_name}"
+            f":autoScalingGroupName/{group.name}"
         )
         resources = [group_arn] + (
             [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{instance_id}"] if instance_id else []
@@ -159,3 +204,29 @@ class Scaling:
                 }
             ]
         )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _alarm_cause(backend: Any, group_name: str, before: int, after: int) -> str:
+    """Auto Scaling's Cause for a change made by the group's target-tracking alarm."""
+    policy = _target_tracking_policy(backend, group_name)
+    policy_name = policy.name if policy is not None else "(no policy)"
+    return (
+        f"At {now_iso()} a monitor alarm TargetTracking-{group_name}-AlarmHigh in state ALARM "
+        f"triggered policy {policy_name} changing the desired capacity from {before} to {after}."
+    )
+
+
+def _target_tracking_policy(backend: Any, group_name: str) -> Any | None:
+    """The group's target-tracking scaling policy in moto, if it has one."""
+    return next(
+        (
+            policy
+            for policy in backend.policies.values()
+            if policy.auto_scaling_group_name == group_name and policy.policy_type == "TargetTrackingScaling"
+        ),
+        None,
+    )

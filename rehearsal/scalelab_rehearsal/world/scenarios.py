@@ -17,6 +17,7 @@ class Scenario:
     stress_raises_cpu: bool = True  # stress.py
     launch_fails: bool = False  # scaling.py
     launch_delay: float = 0.0  # scaling.py
+    replaces_an_instance: bool = False  # scaling.py
     api_fault_rate: float = 0.0  # faults.py
 
 
@@ -29,6 +30,12 @@ SCENARIOS: dict[str, Scenario] = {
             "no-scale-out", "stress does not raise CPU, so the group never scales", stress_raises_cpu=False
         ),
         Scenario("launch-fails", "the scale-out launch fails with an EC2 capacity error", launch_fails=True),
+        Scenario(
+            "replacement-under-stress",
+            "an instance fails its health checks under the stress and is replaced (no scale-out)",
+            stress_raises_cpu=False,
+            replaces_an_instance=True,
+        ),
         Scenario(
             "slow-scale-out",
             "the alarm fires, but the launch completes only after the deadline",

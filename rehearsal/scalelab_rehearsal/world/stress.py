@@ -91,6 +91,13 @@ class Stress:
                     for invocation in command.invocations:
                         invocation["Status"] = invocation["StatusDetails"] = "Success"
 
+    def burning(self, instance_ids: list[str]) -> bool:
+        """Whether a burn is running on any of these instances now."""
+        with self._lock:
+            return any(
+                burn.ended is None and burn.instance_ids & set(instance_ids) for burn in self._burns.values()
+            )
+
     def high_cpu_window(self, in_service: list[str], target: float) -> tuple[float, float] | None:
         """The latest span in which a burn kept the group's average CPU above ``target``.
 

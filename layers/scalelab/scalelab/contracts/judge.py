@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -44,6 +45,8 @@ class StressSummary(OutputModel):
 class ScaleOutSummary(OutputModel):
     instance_id: str
     launched_at: TimestampText
+    # Where the scale-out was seen: an Auto Scaling event, or only the group's scaling activities.
+    seen_in: Literal["event", "scaling_activities"] = "event"
 
 
 class JudgeEvent(OutputModel):

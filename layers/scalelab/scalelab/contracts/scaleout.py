@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_pascal
 
-from scalelab.contracts.base import InputModel, OutputModel, RunId, Timestamp
+from scalelab.contracts.base import InputModel, OutputModel, RunId, Timestamp, TimestampText
 from scalelab.core.naming import resource_names
 
 # What became of a scale-out wait once an event claimed it.
-WaitOutcome = Literal["succeeded", "failed", "stale"]
+WaitOutcome = Literal["succeeded", "stale"]
 Completion = Literal[
-    "no_waiter", "not_qualifying", "already_completed", "claimed_elsewhere", "succeeded", "failed", "stale"
+    "no_waiter", "not_qualifying", "already_completed", "claimed_elsewhere", "succeeded", "stale"
 ]
 
+InstanceId = Annotated[str, Field(pattern=r"^i-[0-9a-f]{8,17}$")]
+# The most instances a group may have (the MaxSizeCap Parameter allows no more than this).
+MAX_GROUP_SIZE = 100
+# Text AWS writes in an event (a cause, a status message) is shown to people: bounded, and
+# without control characters, so a forged or broken event cannot flood or garble a verdict.
+EVENT_TEXT_MAX = 1000
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
-class AwaitScaleOutEvent(InputModel):
-    """The Payload of the AwaitScaleOut task (lambda:invoke.waitForTaskToken)."""
+
+class ScaleOutBaseline(InputModel):
+    """The group as it was when the stress began: a scale-out must go beyond it."""
 
     run_id: RunId
     auto_scaling_group_name: str = Field(min_length=1, max_length=255)
-    task_token: str = Field(min_length=1, max_length=2048)
     stress_started_at: Timestamp
+    # The instances the stress was sent to: a launch of one of these is no scale-out.
+    instances_before: list[InstanceId] = Field(min_length=1, max_length=MAX_GROUP_SIZE)
+    desired_capacity: int = Field(ge=1, le=MAX_GROUP_SIZE)
 
     @field_validator("auto_scaling_group_name")
     @classmethod
@@ -39,6 +50,29 @@ class AwaitScaleOutEvent(InputModel):
         return value
 
 
+class AwaitScaleOutEvent(ScaleOutBaseline):
+    """The Payload of the AwaitScaleOut task (lambda:invoke.waitForTaskToken)."""
+
+    task_token: str = Field(min_length=1, max_length=2048)
+
+
+class CheckScaleOutEvent(ScaleOutBaseline):
+    """What the state machine hands CheckScaleOut when the wait for an event ran out."""
+
+    waited_seconds: int = Field(ge=1, le=86_400)
+
+
+def _as_data(value: Any) -> Any:
+    """Text from an event or an activity, kept as data: bounded, control characters replaced."""
+    if not isinstance(value, str):
+        return value
+    printable = CONTROL_CHARACTERS.sub("?", value)
+    return printable if len(printable) <= EVENT_TEXT_MAX else printable[: EVENT_TEXT_MAX - 1] + "…"
+
+
+EventText = Annotated[str, BeforeValidator(_as_data)]
+
+
 class ScalingActivity(BaseModel):
     """The fields of an Auto Scaling activity that scalelab reads and keeps in the run's event log."""
 
@@ -47,12 +81,12 @@ class ScalingActivity(BaseModel):
     auto_scaling_group_name: str = Field(min_length=1)
     activity_id: str = Field(min_length=1)
     status_code: str
-    status_message: str = ""
+    status_message: EventText = ""
     instance_id: str = ""
     start_time: Timestamp | None = None
     end_time: Timestamp | None = None
-    cause: str = ""
-    description: str = ""
+    cause: EventText = ""
+    description: EventText = ""
 
 
 def _event_field_name(name: str) -> str:
@@ -93,6 +127,17 @@ class AwaitScaleOutResult(OutputModel):
     waiting: bool
     completed_by: str | None = None
     outcome: WaitOutcome | None = None
+
+
+class ScaleOut(OutputModel):
+    """The scale-out the run waited for (the state machine's ``$.scale_out``), and where it was seen:
+    in an Auto Scaling event, or in the group's scaling activities when no event reported it."""
+
+    instance_id: str
+    launched_at: TimestampText
+    activity_id: str
+    seen_in: Literal["event", "scaling_activities"]
+    event_id: str | None = None
 
 
 class IgnoredScalingEvent(OutputModel):

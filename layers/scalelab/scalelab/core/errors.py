@@ -52,8 +52,8 @@ class ForeignCommand(ScalelabError):
 
 
 class ScaleOutFailed(ScalelabError):
-    """The group could not launch an instance: the error the waiting task fails with.
+    """Auto Scaling tried to scale out, and every launch failed (the message holds AWS's reasons)."""
 
-    Never raised in Python: its name is the ``error`` of ``SendTaskFailure``,
-    which is what the state machine's ``Catch`` sees.
-    """
+
+class NoScaleOut(ScalelabError):
+    """By the deadline, neither an event nor the group's scaling activities showed a scale-out."""

@@ -32,6 +32,8 @@ class ResourceNames(BaseModel):
     target_group: str
     load_balancer: str
     auto_scaling_group: str
+    # Unique per run: two labs' policies never share a name, in any account.
+    scaling_policy: str
 
 
 def _digest(text: str, length: int = 8) -> str:
@@ -72,6 +74,7 @@ def resource_names(run_id: str) -> ResourceNames:
         target_group=elb_name(run_id),
         load_balancer=elb_name(run_id),
         auto_scaling_group=f"{PREFIX}{run_id}",
+        scaling_policy=f"{PREFIX}{run_id}-cpu-target",
     )
 
 

@@ -27,7 +27,6 @@ from scalelab.steps.userdata import render_user_data
 from scalelab.store.runs import RunTable
 
 HTTP_PORT = 80
-SCALING_POLICY_NAME = "scalelab-cpu-target"
 # A fast health check: AWS's minimum useful interval and threshold, so a new
 # instance is in service about 20 s after its app answers.
 HEALTH_CHECK_INTERVAL_SECONDS = 10
@@ -400,20 +399,16 @@ class Provisioner:
 
     def scaling_policy(self, group_name: str) -> str:
         """Target tracking on average CPU; the policy is part of the group and goes with it."""
-        self.autoscaling.put_scaling_policy(
+        response = self.autoscaling.put_scaling_policy(
             AutoScalingGroupName=group_name,
-            PolicyName=SCALING_POLICY_NAME,
+            PolicyName=self.names.scaling_policy,
             PolicyType="TargetTrackingScaling",
             TargetTrackingConfiguration={
                 "PredefinedMetricSpecification": {"PredefinedMetricType": "ASGAverageCPUUtilization"},
                 "TargetValue": self.config.lab.cpu_target_percent,
             },
         )
-        # Read back rather than taken from the put's response: moto leaves PolicyARN out of it.
-        policies = self.autoscaling.describe_policies(
-            AutoScalingGroupName=group_name, PolicyNames=[SCALING_POLICY_NAME]
-        )["ScalingPolicies"]
-        arn: str = policies[0]["PolicyARN"]
+        arn: str = response["PolicyARN"]
         return arn
 
 

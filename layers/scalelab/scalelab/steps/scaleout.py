@@ -36,18 +36,22 @@ from botocore.exceptions import ClientError
 
 from scalelab.contracts.base import RUN_ID_PATTERN, parse_event
 from scalelab.contracts.scaleout import (
+    AutoScalingDetail,
     AutoScalingEvent,
     AwaitScaleOutEvent,
     AwaitScaleOutResult,
+    CheckScaleOutEvent,
     Completion,
     IgnoredScalingEvent,
+    ScaleOut,
+    ScaleOutBaseline,
     ScalingActivity,
     ScalingEventResult,
     WaitOutcome,
 )
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
-from scalelab.core.errors import InvalidInput, ScaleOutFailed
+from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed
 from scalelab.core.naming import PREFIX
 from scalelab.core.observability import logger
 from scalelab.store.items import LoggedEvent, Waiter
@@ -63,8 +67,19 @@ LAUNCHES = frozenset({LAUNCH_SUCCESSFUL, LAUNCH_UNSUCCESSFUL})
 # Step Functions' answers meaning "nobody waits for this token any more":
 # the task timed out, the execution ended, or the token is not (or no longer) valid.
 STOPPED_WAITING_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-# SendTaskFailure limits (Step Functions API reference).
-CAUSE_MAX = 32_768
+# How Auto Scaling words a change of desired capacity in an activity's Cause, whatever asked for
+# it (a policy's alarm, a person, a schedule). A replacement of an unhealthy instance says
+# "in response to an unhealthy instance needing to be replaced" instead.
+DESIRED_CHANGE = re.compile(r"changing the desired capacity from (\d+) to (\d+)")
+# A launch activity's Description, as DescribeScalingActivities gives it.
+LAUNCHING = "Launching a new EC2 instance"
+INSTANCE_LAUNCHED = re.compile(r"Launching a new EC2 instance: (i-[0-9a-f]+)")
+SUCCESSFUL = "Successful"
+FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+# Enough history for one run's wait (Auto Scaling keeps six weeks of activities).
+MAX_ACTIVITIES = 100
+# The reasons a verdict quotes; the report has the activities themselves.
+MAX_REASONS = 3
 
 
 # ---- the meeting ------------------------------------------------------------------------
@@ -76,9 +91,31 @@ def logged_event(event: AutoScalingEvent) -> LoggedEvent:
     return LoggedEvent(event_id=event.id, detail_type=event.detail_type, time=event.time, **activity)
 
 
-def qualifies(event: LoggedEvent, stress_started_at: datetime) -> bool:
-    """A launch (successful or not) that began once the stress had started; terminations never do."""
-    return event.detail_type in LAUNCHES and event.launched_at >= stress_started_at
+def grew_beyond(cause: str, desired_capacity: int) -> bool:
+    """Whether the activity's Cause says the desired capacity grew, to above ``desired_capacity``."""
+    change = DESIRED_CHANGE.search(cause)
+    return change is not None and int(change[1]) < int(change[2]) and int(change[2]) > desired_capacity
+
+
+def is_scale_out(
+    activity: ScalingActivity, launched_at: datetime, baseline: Waiter | ScaleOutBaseline
+) -> bool:
+    """A launch is the scale-out only when all three hold: it began once the stress had started,
+    its instance was not in the group then, and its Cause says the desired capacity grew beyond
+    the group's starting value. A replacement under stress, or an event naming one of the
+    original instances, is no scale-out."""
+    return (
+        launched_at >= baseline.stress_started_at
+        and bool(activity.instance_id)
+        and activity.instance_id not in baseline.instances_before
+        and grew_beyond(activity.cause, baseline.desired_capacity)
+    )
+
+
+def qualifies(event: LoggedEvent, waiter: Waiter | ScaleOutBaseline) -> bool:
+    """A successful launch that is the scale-out. An unsuccessful one is only logged: Auto Scaling
+    tries again (in another zone, say) until the wait's deadline."""
+    return event.detail_type == LAUNCH_SUCCESSFUL and is_scale_out(event, event.launched_at, waiter)
 
 
 def run_id_of_group(group: str) -> str | None:
@@ -89,38 +126,22 @@ def run_id_of_group(group: str) -> str | None:
     return run_id if re.fullmatch(RUN_ID_PATTERN, run_id) else None
 
 
-def task_output(event: LoggedEvent) -> dict[str, str]:
-    """What the waiting task returns on a successful launch (the state machine's ``$.scale_out``)."""
-    return {
-        "instance_id": event.instance_id,
-        "launched_at": utc_iso(event.launched_at.timestamp()),
-        "event_id": event.event_id,
-        "activity_id": event.activity_id,
-    }
-
-
-def failure_cause(event: LoggedEvent) -> str:
-    """AWS's own words for why the launch failed."""
-    cause = (
-        event.status_message
-        or event.description
-        or event.cause
-        or f"Auto Scaling could not launch an instance (status {event.status_code}, "
-        f"activity {event.activity_id})"
+def task_output(event: LoggedEvent) -> ScaleOut:
+    """What the waiting task returns for the scale-out's event (the state machine's ``$.scale_out``)."""
+    return ScaleOut(
+        instance_id=event.instance_id,
+        launched_at=utc_iso(event.launched_at.timestamp()),
+        activity_id=event.activity_id,
+        seen_in="event",
+        event_id=event.event_id,
     )
-    return cause[:CAUSE_MAX]
 
 
 def _tell_step_functions(task_token: str, event: LoggedEvent) -> tuple[WaitOutcome, dict[str, str]]:
-    states = client("stepfunctions")
     try:
-        if event.detail_type == LAUNCH_SUCCESSFUL:
-            output = json.dumps(task_output(event), sort_keys=True)
-            states.send_task_success(taskToken=task_token, output=output)
-            return "succeeded", {"task_output": output}
-        cause = failure_cause(event)
-        states.send_task_failure(taskToken=task_token, error=ScaleOutFailed.__name__, cause=cause)
-        return "failed", {"task_error": ScaleOutFailed.__name__, "task_cause": cause}
+        output = json.dumps(task_output(event).model_dump(mode="json"), sort_keys=True)
+        client("stepfunctions").send_task_success(taskToken=task_token, output=output)
+        return "succeeded", {"task_output": output}
     except ClientError as exc:
         code = error_code(exc)
         if code not in STOPPED_WAITING_CODES:
@@ -156,9 +177,9 @@ def _first_qualifying(events: list[LoggedEvent], waiter: Waiter) -> LoggedEvent 
     if waiter.claimed:
         # A claim whose completion never finished: take it up with the same event.
         return next((event for event in events if event.event_id == waiter.completed_by), None)
-    candidates = [event for event in events if qualifies(event, waiter.stress_started_at)]
+    candidates = [event for event in events if qualifies(event, waiter)]
     # The earliest launch decides, as it would have had the token been there first.
-    candidates.sort(key=lambda e: (e.launched_at, e.detail_type != LAUNCH_SUCCESSFUL, e.event_id))
+    candidates.sort(key=lambda e: (e.launched_at, e.event_id))
     return candidates[0] if candidates else None
 
 
@@ -168,9 +189,7 @@ def await_scale_out(
     """Store the task token; complete it at once if the group already launched an instance."""
     now = time.time() if now is None else now
     logger.append_keys(run_id=event.run_id)
-    replaced = table.put_waiter(
-        event.run_id, event.auto_scaling_group_name, event.task_token, event.stress_started_at, now
-    )
+    replaced = table.put_waiter(event, now)
     waiter = table.load_waiter(event.run_id)
     if waiter is None or waiter.task_token != event.task_token:
         logger.warning("a newer task token replaced this one meanwhile; it completes that one instead")
@@ -209,7 +228,7 @@ def _completion_for(table: ScaleOutTable, run_id: str, logged: LoggedEvent, now:
         return "already_completed"
     if waiter.claimed and waiter.completed_by != logged.event_id:
         return "claimed_elsewhere"
-    if not qualifies(logged, waiter.stress_started_at):
+    if not qualifies(logged, waiter):
         return "not_qualifying"
     return _complete(table, run_id, waiter, logged, now) or "claimed_elsewhere"
 
@@ -251,3 +270,91 @@ def on_scaling_event(
         duplicate=duplicate,
         completion=completion,
     )
+
+
+# ---- the cross-check at the deadline ------------------------------------------------------------
+
+
+def check_scale_out(event: CheckScaleOutEvent, table: ScaleOutTable) -> ScaleOut:
+    """The wait for an event ran out: decide from the group's scaling activities and the event log.
+
+    Events are best effort (EventBridge may lose or delay them), the activities are Auto Scaling's
+    own record: a scale-out seen only there still counts. Without one, the launches that failed
+    give AWS's reasons (ScaleOutFailed); with none at all, NoScaleOut.
+    """
+    logger.append_keys(run_id=event.run_id)
+    activities = launch_activities(event.auto_scaling_group_name)
+    logged = [entry for entry in table.logged_events(event.run_id) if entry.detail_type in LAUNCHES]
+    seen = [
+        _from_activity(activity, activity.start_time)
+        for activity in activities
+        if activity.status_code == SUCCESSFUL
+        and activity.start_time is not None
+        and is_scale_out(activity, activity.start_time, event)
+    ] + [task_output(entry) for entry in logged if qualifies(entry, event)]
+    if seen:
+        # The earliest launch; an event and an activity of the same launch: the event.
+        scale_out = min(seen, key=lambda found: (found.launched_at, found.seen_in))
+        logger.info("scale-out found at the deadline", extra=scale_out.model_dump(mode="json"))
+        return scale_out
+    failed = _failed_launches(activities, logged, event)
+    if failed:
+        reasons = list(dict.fromkeys(failed.values()))
+        raise ScaleOutFailed(
+            f"{_launches(len(failed))} failed within {event.waited_seconds} s and none succeeded; AWS said: "
+            + "; ".join(f"{reason!r}" for reason in reasons[:MAX_REASONS])
+            + (f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else "")
+        )
+    raise NoScaleOut(
+        f"no scale-out within {event.waited_seconds} s: neither an Auto Scaling event nor the group's "
+        "scaling activities show an instance launched beyond the starting capacity"
+    )
+
+
+def launch_activities(group: str) -> list[AutoScalingDetail]:
+    """The group's launch activities, newest first, as DescribeScalingActivities lists them."""
+    pages = (
+        client("autoscaling")
+        .get_paginator("describe_scaling_activities")
+        .paginate(AutoScalingGroupName=group, PaginationConfig={"MaxItems": MAX_ACTIVITIES})
+    )
+    launches = []
+    for page in pages:
+        for activity in page["Activities"]:
+            description = activity.get("Description", "")
+            if not description.startswith(LAUNCHING):
+                continue
+            instance = INSTANCE_LAUNCHED.search(description)
+            fields = {**activity, "EC2InstanceId": instance[1] if instance else ""}
+            launches.append(AutoScalingDetail.model_validate(fields))
+    return launches
+
+
+def _from_activity(activity: AutoScalingDetail, started: datetime) -> ScaleOut:
+    return ScaleOut(
+        instance_id=activity.instance_id,
+        launched_at=utc_iso(started.timestamp()),
+        activity_id=activity.activity_id,
+        seen_in="scaling_activities",
+    )
+
+
+def _failed_launches(
+    activities: list[AutoScalingDetail], logged: list[LoggedEvent], baseline: ScaleOutBaseline
+) -> dict[str, str]:
+    """Each launch that failed once the stress had started, by activity, with AWS's reason."""
+    failed: dict[str, str] = {}
+    attempts = [
+        (activity, activity.start_time)
+        for activity in activities
+        if activity.status_code in FAILED_STATUSES and activity.start_time is not None
+    ] + [(entry, entry.launched_at) for entry in logged if entry.detail_type == LAUNCH_UNSUCCESSFUL]
+    for attempt, started in attempts:
+        if started is not None and started >= baseline.stress_started_at:
+            reason = attempt.status_message or attempt.description or attempt.cause or "no reason given"
+            failed.setdefault(attempt.activity_id, reason)
+    return failed
+
+
+def _launches(count: int) -> str:
+    return "1 launch" if count == 1 else f"{count} launches"

@@ -106,7 +106,12 @@ def _scale_out(run: JudgeEvent, _provision: ProvisionResult, describe_group: Gro
     within = run.config.expectations.scale_out_within_seconds
     took = seconds_between(run.stress.started_at, run.scale_out.launched_at)
     late = "" if took <= within else f", later than the {within} s expected"
-    detail = f"{run.scale_out.instance_id} launched {took} s after stress started{late}"
+    seen = (
+        " (seen in the group's scaling activities: no Auto Scaling event reported it)"
+        if run.scale_out.seen_in == "scaling_activities"
+        else ""
+    )
+    detail = f"{run.scale_out.instance_id} launched {took} s after stress started{late}{seen}"
     return Check(name="scale_out", passed=took <= within, detail=detail)
 
 

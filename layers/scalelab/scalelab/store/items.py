@@ -80,6 +80,9 @@ class Waiter(Item):
     task_token: str
     auto_scaling_group_name: str
     stress_started_at: datetime
+    # The group when the stress began: a scale-out launches another instance, beyond this capacity.
+    instances_before: list[str]
+    desired_capacity: int
     # The event that claimed the waiter, and once Step Functions has been told, when and how.
     completed_by: str | None = None
     completed_at: int | None = None

@@ -5,10 +5,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from scalelab.contracts.scaleout import WaitOutcome
+from scalelab.contracts.scaleout import AwaitScaleOutEvent, WaitOutcome
 from scalelab.core.observability import logger
 from scalelab.core.settings import TableSettings
 from scalelab.store.items import LoggedEvent, StoredEvent, Waiter
@@ -44,24 +43,25 @@ class ScaleOutTable:
 
     # ---- the waiter --------------------------------------------------------------------
 
-    def put_waiter(
-        self, run_id: str, group: str, task_token: str, stress_started_at: datetime, now: float
-    ) -> bool:
+    def put_waiter(self, wait: AwaitScaleOutEvent, now: float) -> bool:
         """Store the token; False when this very token is stored already (a retried invocation).
 
         A different token replaces the waiter whole, claim included: each token
         is a wait of its own, and the event log still holds every event for it.
         """
         return self.table.update(
-            waiter_key(run_id),
+            waiter_key(wait.run_id),
             "SET run_id = :run, task_token = :token, auto_scaling_group_name = :group, "
-            f"stress_started_at = :stress, waiting_since = :now, expires_at = :ttl REMOVE {CLAIM_ATTRIBUTES}",
+            "stress_started_at = :stress, instances_before = :before, desired_capacity = :desired, "
+            f"waiting_since = :now, expires_at = :ttl REMOVE {CLAIM_ATTRIBUTES}",
             condition="attribute_not_exists(task_token) OR task_token <> :token",
             values={
-                ":run": run_id,
-                ":token": task_token,
-                ":group": group,
-                ":stress": stress_started_at.isoformat(),
+                ":run": wait.run_id,
+                ":token": wait.task_token,
+                ":group": wait.auto_scaling_group_name,
+                ":stress": wait.stress_started_at.isoformat(),
+                ":before": list(wait.instances_before),
+                ":desired": wait.desired_capacity,
                 ":now": int(now),
                 ":ttl": self.table.expires_at(now),
             },
