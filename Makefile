@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 VENV311 := .venv-py311
 VENV_CHECKOV := .venv-checkov
+# The rehearsal's IAM evaluator (Node), installed exactly as package-lock.json pins it.
+IAM_EVALUATOR := rehearsal/iam/node_modules/.package-lock.json
 BIN := $(VENV)/bin
 REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -17,7 +19,7 @@ TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
@@ -43,6 +45,10 @@ $(VENV311)/bin/.installed: requirements-test.txt constraints.txt layers/scalelab
 $(VENV_CHECKOV)/bin/.installed: requirements-checkov.txt constraints-checkov.txt
 	@py=$$(scripts/find-python 3.13) && rm -rf $(VENV_CHECKOV) && "$$py" -m venv $(VENV_CHECKOV)
 	$(VENV_CHECKOV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
+	@touch $@
+
+$(IAM_EVALUATOR): rehearsal/iam/package.json rehearsal/iam/package-lock.json
+	cd rehearsal/iam && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 /usr/bin/shellcheck:
@@ -87,4 +93,4 @@ unit-py311: setup ## pytest on Python 3.11, where it is installed (the fault mat
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
+	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) rehearsal/iam/node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
