@@ -1,0 +1,307 @@
+"""IAM in the rehearsal has teeth, and the template grants nothing that no run needs.
+
+Given one run of every scenario, a run whose teardown fails, and the janitor's scheduled sweep
+of what that run left, all with IAM enforced, every call a function or state machine made is
+recorded with the checks AWS would make for it. For each Allow statement of each role, the
+statement is removed and the recorded checks are decided again on the reduced policies (the
+issue allows this instead of running the scenario again): some check must then be denied, with
+an AccessDenied that names its action. A statement that no check needs is unused: it fails
+the test until it is removed from template.yaml. The same holds for each action of a statement
+that names several, unless the layer calls it only on a path no scenario takes (UNTAKEN_PATHS).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.iam.enforce import CheckedCall, Enforcement, Principal, acting_as, denial_message
+from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
+from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
+from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, World, scenario_named
+
+from tests.workflow.conftest import IAM_LINES
+
+EXECUTION_DEADLINE_SECONDS = 90.0
+SETTLE_DEADLINE_SECONDS = 60.0
+
+# Statements that serve a caller the rehearsal does not play; each says who calls them in AWS.
+NOT_PLAYED = {
+    "DeliverErrorLogs": "Step Functions, when it sets up the state machine's log delivery",
+    "DeadLetterQueuePolicy": "Lambda's asynchronous invocation, sending a failed event to the DLQ",
+    "LabStateMachineNightlyStartExecutionPolicy": (
+        "EventBridge Scheduler's nightly run (ScheduleEnabled is off in the rehearsal)"
+    ),
+}
+
+
+# Actions the layer calls only on paths that no scenario takes: (role, action) -> where and when.
+UNTAKEN_PATHS = {
+    ("JanitorFunctionRole", "ec2:TerminateInstances"): (
+        "teardown.py, an instance left without its group (the sweep's groups take theirs with them)"
+    ),
+    ("JudgeRunFunctionRole", "cloudwatch:DescribeAlarms"): (
+        "verdict.py, the group's CPU alarm (moto's target tracking policies make no alarms)"
+    ),
+    ("OnScalingEventFunctionRole", "dynamodb:Query"): (
+        "scaleout.py, an event that arrives before its waiter is registered"
+    ),
+    ("OnScalingEventFunctionRole", "states:SendTaskFailure"): (
+        "scaleout.py, an unsuccessful launch reported by the event (AwaitScaleOut saw it first here)"
+    ),
+    (
+        "PrepareRunFunctionRole",
+        "ec2:DescribeLaunchTemplates",
+    ): "prepare.py, a run that names its own launch template",
+    ("ProvisionLabFunctionRole", "elasticloadbalancing:DescribeTags"): (
+        "provision.py, a retried Provision that finds its load balancing resources already made"
+    ),
+    ("StartStressFunctionRole", "dynamodb:GetItem"): "Powertools idempotency, a repeated StartStress",
+    ("StartStressFunctionRole", "dynamodb:DeleteItem"): "Powertools idempotency, a StartStress that raised",
+    (
+        "StopStressFunctionRole",
+        "ssm:CancelCommand",
+    ): "stress.py, a stress command still running when it stops",
+}
+
+
+@dataclass(frozen=True)
+class Statement:
+    role: str  # the role's logical id
+    role_arn: str
+    policy: str
+    label: str  # the Sid, or the statement's 1-based position in its policy
+    actions: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.policy}#{self.label} ({', '.join(self.actions)})"
+
+
+def _settle(emulator: Emulator) -> None:
+    """Wait until no lab or cleanup execution runs and no Lambda is busy."""
+    assert emulator.stack is not None
+    sfn = emulator.client("stepfunctions")
+    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
+    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        running = [
+            execution
+            for machine in machines
+            for execution in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
+                "executions"
+            ]
+        ]
+        if not running and emulator.runtime is not None and emulator.runtime.in_flight == 0:
+            # An execution that just ended puts its status change event: let its cleanup start.
+            time.sleep(0.3)
+            if not sfn.list_executions(stateMachineArn=machines[1], statusFilter="RUNNING")["executions"]:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
+
+
+def _run(emulator: Emulator, scenario: str, lab: str) -> None:
+    with World(emulator, scenario_named(scenario), DEFAULT_SPEED):
+        arn = start_execution(emulator, merged_input({"lab": {"name": lab}}))
+        wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
+        _settle(emulator)
+
+
+def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
+    """Teardown fails and no cleanup follows (the rule's target is removed for this run), so the
+    run's resources stay; then the janitor's schedule invokes the sweep, with its own role."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    assert emulator.iam is not None
+    teardown = emulator.stack.resources["TeardownLabFunction"]
+    rule = emulator.stack.resources["CleanupStateMachineLabExecutionEnded"]
+    events = emulator.client("events")
+    targets = events.list_targets_by_rule(Rule=rule)["Targets"]
+    events.remove_targets(Rule=rule, Ids=[target["Id"] for target in targets])
+    emulator.runtime.faults = lambda function, _event: (
+        RuntimeError("teardown fails") if function == teardown else None
+    )
+    try:
+        _run(emulator, "pass", "iam-leftovers")
+    finally:
+        emulator.runtime.faults = lambda _function, _event: None
+        events.put_targets(Rule=rule, Targets=targets)
+    schedule_role = emulator.iam.principal(_role_arn(emulator, "JanitorFunctionSweepRole"), "scheduler")
+    with acting_as(schedule_role):
+        answer = emulator.client("lambda").invoke(
+            FunctionName=emulator.stack.resources["JanitorFunction"], Payload=json.dumps({"action": "sweep"})
+        )
+    result = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, result
+    assert result["removed"], result
+
+
+def _role_arn(emulator: Emulator, logical_id: str) -> str:
+    assert emulator.stack is not None
+    return f"arn:aws:iam::123456789012:role/{emulator.stack.resources[logical_id]}"
+
+
+@dataclass
+class Recording:
+    enforcement: Enforcement
+    calls: list[CheckedCall]
+    role_arns: dict[str, str]  # logical id -> ARN, for every role of the stack
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[Recording]:
+    with Emulator() as emulator:
+        for index, scenario in enumerate(SCENARIOS):
+            _run(emulator, scenario, f"iam-{index}")
+        _run_leaving_resources_then_sweep(emulator)
+        assert emulator.iam is not None
+        assert emulator.stack is not None
+        roles = {
+            logical_id: _role_arn(emulator, logical_id)
+            for logical_id in emulator.stack.resources
+            if logical_id.endswith("Role") and logical_id != "InstanceRole"
+        }
+        # Read every role's policies while the account still has them.
+        for arn in roles.values():
+            emulator.iam.policies(arn)
+        yield Recording(emulator.iam, list(emulator.iam.calls), roles)
+
+
+def _statements(role: str, role_arn: str, policies: list[NamedPolicy]) -> list[Statement]:
+    found = []
+    for policy in policies:
+        statements = policy["policy"]["Statement"]
+        for position, statement in enumerate(statements if isinstance(statements, list) else [statements], 1):
+            if statement["Effect"] != "Allow":
+                continue
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            found.append(
+                Statement(role, role_arn, policy["name"], statement.get("Sid", str(position)), tuple(actions))
+            )
+    return found
+
+
+def _without(policies: list[NamedPolicy], statement: Statement) -> list[NamedPolicy]:
+    reduced = []
+    for policy in policies:
+        kept = [
+            s
+            for position, s in enumerate(policy["policy"]["Statement"], 1)
+            if policy["name"] != statement.policy or s.get("Sid", str(position)) != statement.label
+        ]
+        if kept:
+            reduced.append({"name": policy["name"], "policy": {**policy["policy"], "Statement": kept}})
+    return reduced
+
+
+def _without_action(policies: list[NamedPolicy], statement: Statement, action: str) -> list[NamedPolicy]:
+    reduced = []
+    for policy in policies:
+        kept = []
+        for position, original in enumerate(policy["policy"]["Statement"], 1):
+            if policy["name"] == statement.policy and original.get("Sid", str(position)) == statement.label:
+                rest = [a for a in statement.actions if a != action]
+                if rest:
+                    kept.append({**original, "Action": rest})
+                continue
+            kept.append(original)
+        if kept:
+            reduced.append({"name": policy["name"], "policy": {**policy["policy"], "Statement": kept}})
+    return reduced
+
+
+def _denials(
+    enforcement: Enforcement, checks: list[tuple[Check, Principal]], policies: list[NamedPolicy]
+) -> list[str]:
+    """The AccessDenied messages the recorded checks would get under ``policies``."""
+    return [
+        denial_message(principal, check, decision)
+        for check, principal in checks
+        if not (decision := enforcement.evaluator.evaluate(principal.arn, check, policies)).allowed
+    ]
+
+
+def _checks_by_role(calls: list[CheckedCall]) -> dict[str, list[tuple[Check, Principal]]]:
+    """Each role's distinct checks that were allowed, with a principal that made them."""
+    by_role: dict[str, dict[str, tuple[Check, Principal]]] = {}
+    for call in calls:
+        for check, decision in call.checks:
+            if decision.allowed:
+                key = json.dumps([check.action, check.resource, check.context], sort_keys=True)
+                by_role.setdefault(call.principal.role_arn, {})[key] = (check, call.principal)
+    return {role: list(checks.values()) for role, checks in by_role.items()}
+
+
+def test_every_call_was_allowed_or_is_a_known_finding(recording: Recording) -> None:
+    denied = [
+        denial_message(call.principal, *call.denied)
+        for call in recording.calls
+        if call.denied is not None and call.waived is None
+    ]
+
+    assert denied == []
+
+
+def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recording) -> None:
+    decisions = [decision.result for _check, decision in recording.enforcement.deliveries]
+
+    assert decisions
+    assert set(decisions) == {"Allowed"}
+
+
+def test_the_provision_finding_is_seen(recording: Recording) -> None:
+    waived = {
+        (call.principal.role_logical_id, call.denied[0].action)
+        for call in recording.calls
+        if call.waived and call.denied
+    }
+
+    assert ("ProvisionLabFunctionRole", "autoscaling:DescribePolicies") in waived
+
+
+def test_every_statement_is_needed(recording: Recording) -> None:
+    enforcement = recording.enforcement
+    checks = _checks_by_role(recording.calls)
+    needed: list[str] = []
+    unused: list[str] = []
+    not_played: list[str] = []
+    for role, role_arn in sorted(recording.role_arns.items()):
+        policies = enforcement.policies(role_arn)
+        for statement in _statements(role, role_arn, policies):
+            if statement.policy in NOT_PLAYED or statement.label in NOT_PLAYED:
+                not_played.append(statement.name)
+                continue
+            role_checks = checks.get(role_arn, [])
+            denied = _denials(enforcement, role_checks, _without(policies, statement))
+            if not denied:
+                unused.append(statement.name)
+                continue
+            # The run would fail with an AccessDenied that names one of the statement's actions.
+            assert any(action in message for message in denied for action in statement.actions), (
+                statement,
+                denied,
+            )
+            needed.append(statement.name)
+            # Least privilege within the statement too: each of its actions is needed.
+            unused += [
+                f"{statement.name}: {action}"
+                for action in statement.actions
+                if len(statement.actions) > 1
+                and (role, action) not in UNTAKEN_PATHS
+                and not _denials(enforcement, role_checks, _without_action(policies, statement, action))
+            ]
+
+    assert unused == [], "unused statements and actions (remove them from template.yaml):\n" + "\n".join(
+        unused
+    )
+    IAM_LINES.append(
+        f"iam: {len(recording.calls)} calls checked across {len(checks)} roles, "
+        f"{len(needed)} statements, every statement needed"
+        f" ({len(not_played)} statements serve callers the rehearsal does not play:"
+        f" {', '.join(sorted(NOT_PLAYED))})"
+    )
