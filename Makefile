@@ -56,13 +56,13 @@ $(IAM_EVALUATOR): rehearsal/iam/package.json rehearsal/iam/package-lock.json
 	  [ "$$(id -u)" = 0 ] || { echo "setup: shellcheck is missing; install it (apt-get install -y shellcheck) and run again" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 
-rehearse: $(BIN)/scalelab ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
+rehearse: $(BIN)/scalelab $(IAM_EVALUATOR) ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
 	$(BIN)/scalelab rehearse --scenario $(or $(SCENARIO),pass) $(if $(SPEED),--speed $(SPEED))
 
-emulator: $(BIN)/scalelab ## keep an emulated account with the stack deployed running, for aws --endpoint-url
+emulator: $(BIN)/scalelab $(IAM_EVALUATOR) ## keep an emulated account with the stack deployed running, for aws --endpoint-url
 	$(BIN)/scalelab emulator
 
-bench: $(BIN)/scalelab ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
+bench: $(BIN)/scalelab $(IAM_EVALUATOR) ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
 	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
 
 test: setup lint typecheck template build unit unit-py311 ## run every check and test (what CI runs)

@@ -68,7 +68,6 @@ const ELB_V2_SHARED = {
 
 function arnPattern(template) {
   const escaped = template.replace(/[.*+?^()|[\]\\]/g, '\\$&')
-  // A resource being created ends in "*" (its id is not known yet).
   return new RegExp('^' + escaped.replace(/\$\{[A-Za-z]+\}/g, '[^:/]+') + '$')
 }
 
@@ -79,7 +78,7 @@ async function elbV2Type(request) {
   }
   for (const type of ELB_V2_SHARED[action]) {
     const details = await iamResourceTypeDetails(service, type)
-    if (arnPattern(details.arn).test(request.resource.replace(/\*$/, 'x'))) return type
+    if (arnPattern(details.arn).test(request.resource)) return type
   }
   return undefined
 }
@@ -104,10 +103,11 @@ async function evaluate(request) {
   if (response.resultType === 'error') {
     return { decision: 'Invalid', allowedBy: [], error: response.errors.message, detail: response.errors }
   }
-  // A resource that is being created has no id yet: its ARN ends in "*", which the simulator
-  // evaluates as a pattern, once per resource type it can name.
-  const results = response.resultType === 'single' ? [response.result] : response.results
-  return { decision: response.overallResult, allowedBy: [...new Set(results.flatMap(allowingStatements))] }
+  if (response.resultType !== 'single') {
+    // A request names its resources; a pattern is never what AWS authorizes.
+    return { decision: 'Invalid', allowedBy: [], error: `resource ${request.resource} is a pattern, not one resource` }
+  }
+  return { decision: response.overallResult, allowedBy: allowingStatements(response.result) }
 }
 
 const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })

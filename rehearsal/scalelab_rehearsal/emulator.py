@@ -29,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.deploy import Stack, deploy
 from scalelab_rehearsal.iam.enforce import Enforcement, acting_as, credentials_of
+from scalelab_rehearsal.iam.evaluator import Evaluator
 from scalelab_rehearsal.runtime import LambdaRuntime, install
 
 REGION = "us-east-1"
@@ -248,6 +249,9 @@ class Emulator:
                 "POWERTOOLS_TRACE_DISABLED": "true",
             }
         )
+        # Node loads the authorization data while the stack deploys.
+        evaluator = Evaluator()
+        self._undo.append(evaluator.close)
         self._undo.append(self._patch_config())
         self._undo.append(moto_fixes.install())
         # moto's ThreadedMotoServer, with a shorter poll so that stopping is immediate.
@@ -268,7 +272,10 @@ class Emulator:
         self.reset()
         self.stack = deploy(self.client, self.parameters)
         self.iam = Enforcement(
-            ACCOUNT, REGION, {physical: logical for logical, physical in self.stack.resources.items()}
+            ACCOUNT,
+            REGION,
+            {physical: logical for logical, physical in self.stack.resources.items()},
+            evaluator,
         )
         self._undo.append(self._close_iam)
         self.runtime = LambdaRuntime(self.stack.code_dirs, self._function_principal)
@@ -343,7 +350,7 @@ class Emulator:
 
     def _close_iam(self) -> None:
         if self.iam is not None:
-            self.iam.close()
+            self.iam.stop_signing()
             self.iam = None
 
     def _set_environment(self, variables: dict[str, str]) -> None:

@@ -16,8 +16,10 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.iam.enforce import CheckedCall, Enforcement, Principal, acting_as, denial_message
 from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
@@ -45,7 +47,8 @@ UNTAKEN_PATHS = {
         "teardown.py, an instance left without its group (the sweep's groups take theirs with them)"
     ),
     ("JudgeRunFunctionRole", "cloudwatch:DescribeAlarms"): (
-        "verdict.py, the group's CPU alarm (moto's target tracking policies make no alarms)"
+        "verdict.py, the group's CPU alarm (moto's target tracking policies make no alarms, and moto"
+        " does not serve CloudWatch's RPC v2 CBOR protocol)"
     ),
     ("OnScalingEventFunctionRole", "dynamodb:Query"): (
         "scaleout.py, an event that arrives before its waiter is registered"
@@ -148,6 +151,7 @@ def _role_arn(emulator: Emulator, logical_id: str) -> str:
 
 @dataclass
 class Recording:
+    emulator: Emulator
     enforcement: Enforcement
     calls: list[CheckedCall]
     role_arns: dict[str, str]  # logical id -> ARN, for every role of the stack
@@ -169,7 +173,7 @@ def recording() -> Iterator[Recording]:
         # Read every role's policies while the account still has them.
         for arn in roles.values():
             emulator.iam.policies(arn)
-        yield Recording(emulator.iam, list(emulator.iam.calls), roles)
+        yield Recording(emulator, emulator.iam, list(emulator.iam.calls), roles)
 
 
 def _statements(role: str, role_arn: str, policies: list[NamedPolicy]) -> list[Statement]:
@@ -245,6 +249,36 @@ def test_every_call_was_allowed_or_is_a_known_finding(recording: Recording) -> N
     ]
 
     assert denied == []
+
+
+DENIED_AS_AWS_ANSWERS = [
+    ("ec2", "create_security_group", {"GroupName": "x", "Description": "x"}, "UnauthorizedOperation"),
+    ("autoscaling", "delete_auto_scaling_group", {"AutoScalingGroupName": "x"}, "AccessDenied"),
+    ("ssm", "get_parameter", {"Name": "/x"}, "AccessDeniedException"),
+    (
+        "sns",
+        "publish",
+        {"TopicArn": "arn:aws:sns:us-east-1:123456789012:x", "Message": "x"},
+        "AuthorizationError",
+    ),
+    ("s3", "put_object", {"Bucket": "x", "Key": "x", "Body": b"x"}, "AccessDenied"),
+    ("lambda", "invoke", {"FunctionName": "x"}, "AccessDeniedException"),
+]
+
+
+@pytest.mark.parametrize(("service", "operation", "arguments", "code"), DENIED_AS_AWS_ANSWERS)
+def test_a_denied_call_fails_with_the_services_own_error(
+    recording: Recording, service: str, operation: str, arguments: dict[str, Any], code: str
+) -> None:
+    emulator = recording.emulator
+    assert emulator.iam is not None
+    prepare = emulator.iam.principal(_role_arn(emulator, "PrepareRunFunctionRole"), "a-test")
+
+    with acting_as(prepare), pytest.raises(ClientError) as raised:
+        getattr(emulator.client(service), operation)(**arguments)
+
+    assert raised.value.response["Error"]["Code"] == code
+    assert f"{prepare.arn} is not authorized to perform" in raised.value.response["Error"]["Message"]
 
 
 def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recording) -> None:

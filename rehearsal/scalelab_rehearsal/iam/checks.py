@@ -13,6 +13,8 @@ never silently allowed.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +109,32 @@ def resource_tag_context(tags: dict[str, str], service_prefix: str) -> Context:
 # ---- ARNs ----------------------------------------------------------------------------------
 
 
+# The id prefix of each EC2 resource type the workflow creates.
+EC2_ID_PREFIXES = {
+    "security-group": "sg",
+    "security-group-rule": "sgr",
+    "launch-template": "lt",
+    "instance": "i",
+    "volume": "vol",
+    "network-interface": "eni",
+}
+
+
+def new_id(request: ApiRequest, kind: str, length: int = 17) -> str:
+    """The id of a resource the request creates. AWS authorizes a create against the new
+    resource's ARN, whose id it has just made; the rehearsal decides before moto makes one, so
+    it uses an id of AWS's shape, derived from the request (the same request, the same id, so
+    the decision is made once). A policy cannot name an id that does not exist yet, so which id
+    it is does not change a decision."""
+    digest = hashlib.sha256(json.dumps([kind, request.params], sort_keys=True).encode()).hexdigest()
+    return digest[:length]
+
+
+def new_ec2_arn(request: ApiRequest, resource_type: str) -> str:
+    prefix = EC2_ID_PREFIXES[resource_type]
+    return ec2_arn(request, resource_type, f"{prefix}-{new_id(request, resource_type)}")
+
+
 def ec2_arn(request: ApiRequest, resource_type: str, resource_id: str) -> str:
     return f"arn:aws:ec2:{request.region}:{request.account}:{resource_type}/{resource_id}"
 
@@ -124,7 +152,7 @@ def group_arn_and_tags(request: ApiRequest, name: str) -> tuple[str, dict[str, s
     group = autoscaling_backends[request.account][request.region].autoscaling_groups.get(name)
     if group is None:
         # No such group: AWS authorizes against the name (the call then fails as not found).
-        return autoscaling_group_arn(request, name, "*"), {}
+        return autoscaling_group_arn(request, name, _uuid_shaped(new_id(request, "group", 32))), {}
     return group.arn, {tag["Key"]: tag.get("Value", "") for tag in group.tags}
 
 
@@ -146,6 +174,10 @@ def first_use_of(request: ApiRequest, service: str, role_name: str) -> list[Chec
     return [Check("iam:CreateServiceLinkedRole", arn, {"iam:AWSServiceName": service})]
 
 
+def _uuid_shaped(hex32: str) -> str:
+    return f"{hex32[:8]}-{hex32[8:12]}-{hex32[12:16]}-{hex32[16:20]}-{hex32[20:]}"
+
+
 # ---- EC2 -----------------------------------------------------------------------------------
 
 
@@ -153,7 +185,7 @@ def tag_on_create(request: ApiRequest, resource_type: str, tags: dict[str, str],
     """Tagging a resource while creating it is also a CreateTags on it, with ec2:CreateAction."""
     return Check(
         "ec2:CreateTags",
-        ec2_arn(request, resource_type, "*"),
+        new_ec2_arn(request, resource_type),
         {**request_tag_context(tags), "ec2:CreateAction": create_action},
     )
 
@@ -162,7 +194,7 @@ def create_security_group(request: ApiRequest) -> list[Check]:
     vpc_id = request.params.get("VpcId", "")
     tags = ec2_tag_specifications(request.params).get("security-group", {})
     checks = [
-        Check("ec2:CreateSecurityGroup", ec2_arn(request, "security-group", "*"), request_tag_context(tags)),
+        Check("ec2:CreateSecurityGroup", new_ec2_arn(request, "security-group"), request_tag_context(tags)),
         Check(
             "ec2:CreateSecurityGroup",
             ec2_arn(request, "vpc", vpc_id),
@@ -188,7 +220,7 @@ def authorize_security_group_ingress(request: ApiRequest) -> list[Check]:
         checks.append(
             Check(
                 "ec2:AuthorizeSecurityGroupIngress",
-                ec2_arn(request, "security-group-rule", "*"),
+                new_ec2_arn(request, "security-group-rule"),
                 request_tag_context(tags),
             )
         )
@@ -199,7 +231,7 @@ def authorize_security_group_ingress(request: ApiRequest) -> list[Check]:
 def create_launch_template(request: ApiRequest) -> list[Check]:
     tags = ec2_tag_specifications(request.params).get("launch-template", {})
     checks = [
-        Check("ec2:CreateLaunchTemplate", ec2_arn(request, "launch-template", "*"), request_tag_context(tags))
+        Check("ec2:CreateLaunchTemplate", new_ec2_arn(request, "launch-template"), request_tag_context(tags))
     ]
     if tags:
         checks.append(tag_on_create(request, "launch-template", tags, "CreateLaunchTemplate"))
@@ -247,7 +279,7 @@ def create_auto_scaling_group(request: ApiRequest) -> list[Check]:
     params = request.params
     name = params.get("AutoScalingGroupName", "")
     tags = query_tags(params, "Tags.member")
-    arn = autoscaling_group_arn(request, name, "*")
+    arn = autoscaling_group_arn(request, name, _uuid_shaped(new_id(request, "group", 32)))
     context = request_tag_context(tags)
     checks = [
         Check("autoscaling:CreateAutoScalingGroup", arn, context),
@@ -283,10 +315,9 @@ def launch_from_template(
     template_arn = ec2_arn(request, "launch-template", template_id)
     from_template: Context = {"ec2:LaunchTemplate": template_arn, "ec2:IsLaunchTemplateResource": "true"}
     specs = {spec["ResourceType"]: _spec_tags(spec) for spec in data.get("TagSpecification", [])}
+    created = {kind: new_ec2_arn(request, kind) for kind in ("instance", "volume", "network-interface")}
     resources = [
-        ec2_arn(request, "instance", "*"),
-        ec2_arn(request, "volume", "*"),
-        ec2_arn(request, "network-interface", "*"),
+        *created.values(),
         template_arn,
         f"arn:aws:ec2:{request.region}::image/{data.get('ImageId', '')}",
         *(ec2_arn(request, "security-group", group) for group in _list(data.get("SecurityGroupId"))),
@@ -296,7 +327,7 @@ def launch_from_template(
     for arn in resources:
         kind, _, resource_id = arn.rpartition(":")[2].partition("/")
         context: Context = dict(from_template)
-        if resource_id == "*":
+        if arn in created.values():
             context.update(request_tag_context(specs.get(kind, {})))
         else:
             context.update(resource_tag_context(ec2_tags(request, resource_id), "ec2"))
@@ -310,7 +341,7 @@ def launch_from_template(
 
 
 def _template_data(template: Any, version: str) -> dict[str, Any]:
-    if version in ("$Latest",):
+    if version == "$Latest":
         chosen = template.latest_version()
     elif version in ("$Default", ""):
         chosen = template.default_version()
@@ -359,7 +390,8 @@ def on_tagged_group(action: str) -> Callable[[ApiRequest], list[Check]]:
 
 
 def elb_arn(request: ApiRequest, kind: str, name: str) -> str:
-    return f"arn:aws:elasticloadbalancing:{request.region}:{request.account}:{kind}/{name}/*"
+    prefix = f"arn:aws:elasticloadbalancing:{request.region}:{request.account}"
+    return f"{prefix}:{kind}/{name}/{new_id(request, kind, 16)}"
 
 
 def create_elb_resource(action: str, kind: str) -> Callable[[ApiRequest], list[Check]]:
@@ -395,7 +427,9 @@ def create_listener(request: ApiRequest) -> list[Check]:
         )
     ]
     if tags:
-        listener = load_balancer.replace(":loadbalancer/", ":listener/") + "/*"
+        listener = (
+            load_balancer.replace(":loadbalancer/", ":listener/") + f"/{new_id(request, 'listener', 16)}"
+        )
         checks.append(
             Check(
                 "elasticloadbalancing:AddTags",

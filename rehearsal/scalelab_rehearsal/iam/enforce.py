@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import threading
 import urllib.parse
 import uuid
@@ -46,6 +47,8 @@ KNOWN_FINDINGS: dict[tuple[str, str], str] = {
         "autoscaling:DescribePolicies",
     ): "issue 9 C.1: Provision reads the policy back with DescribePolicies, which its role does not allow",
 }
+
+RPC_V2_PATH = re.compile(r"^/service/[^/]+/operation/(?P<operation>[A-Za-z]+)$")
 
 _acting = threading.local()
 
@@ -149,17 +152,20 @@ def _sign_as_the_acting_principal() -> Callable[[], None]:
 class Enforcement:
     """The authorizer: principals, their policies as deployed, and the record of every call."""
 
-    def __init__(self, account: str, region: str, role_logical_ids: dict[str, str]) -> None:
+    def __init__(
+        self, account: str, region: str, role_logical_ids: dict[str, str], evaluator: Evaluator
+    ) -> None:
         self.account = account
         self.region = region
         # Role name (physical id) -> the template's logical id.
         self.role_logical_ids = role_logical_ids
-        self.evaluator = Evaluator()
+        self.evaluator = evaluator
         self.calls: list[CheckedCall] = []
         # EventBridge's deliveries to Lambda targets: the function's resource policy decides them.
         self.deliveries: list[tuple[Check, Decision]] = []
         self._principals: dict[str, Principal] = {}
         self._policies: dict[str, list[NamedPolicy]] = {}
+        self._decisions: dict[str, Decision] = {}
         self._lock = threading.Lock()
         self._undo = _sign_as_the_acting_principal()
 
@@ -177,9 +183,9 @@ class Enforcement:
                 self._policies[role_arn] = _role_policies(self.account, role_arn)
             return self._policies[role_arn]
 
-    def close(self) -> None:
+    def stop_signing(self) -> None:
+        """Threads sign with their own credentials again (the evaluator is its owner's to close)."""
         self._undo()
-        self.evaluator.close()
 
     # ---- the WSGI layer ----------------------------------------------------------------------
 
@@ -205,13 +211,25 @@ class Enforcement:
             "aws:SecureTransport": "true",
         }
         checks = [_with_context(check, context_base) for check in checks_for(request)]
-        decided = tuple((check, self.evaluator.evaluate(principal.arn, check, policies)) for check in checks)
+        decided = tuple((check, self._decide(principal, check, policies)) for check in checks)
         denied = next((c for c, d in decided if not d.allowed), None)
         waived = KNOWN_FINDINGS.get((principal.role_logical_id, denied.action)) if denied else None
         call = CheckedCall(principal, f"{request.service}:{request.operation}", decided, waived)
         with self._lock:
             self.calls.append(call)
         return call
+
+    def _decide(self, principal: Principal, check: Check, policies: list[NamedPolicy]) -> Decision:
+        """The evaluator's decision, once per role and distinct check: a run repeats most of its
+        checks (the run table, the Describe calls), and a role's policies do not change in a run."""
+        key = json.dumps([principal.role_arn, check.action, check.resource, check.context], sort_keys=True)
+        with self._lock:
+            known = self._decisions.get(key)
+        if known is None:
+            known = self.evaluator.evaluate(principal.arn, check, policies)
+            with self._lock:
+                self._decisions[key] = known
+        return known
 
     def allows_delivery(self, source_arn: str, function_arn: str, resource_policy: dict[str, Any]) -> bool:
         """Whether the function's resource policy lets EventBridge (``source_arn``, a rule) invoke it:
@@ -236,6 +254,11 @@ class Enforcement:
             if service == rest_service and method == rest_method and matched:
                 return ApiRequest(service, operation, matched.groupdict(), self.account, self.region)
         body = _read_body(environ)
+        rpc_v2 = RPC_V2_PATH.match(path)
+        if rpc_v2:
+            # The Smithy RPC v2 CBOR protocol (CloudWatch): the operation is in the path. Its CBOR
+            # body is not read, so the request names no resource (moto does not serve this protocol).
+            return ApiRequest(service, rpc_v2["operation"], {}, self.account, self.region)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         if target:
             return ApiRequest(
