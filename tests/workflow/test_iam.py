@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
-from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
+from scalelab_rehearsal.iam.checks import ApiRequest
 from scalelab_rehearsal.iam.enforce import CheckedCall, Enforcement, Principal, acting_as, denial_message
 from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
 from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
@@ -30,6 +31,8 @@ from tests.workflow.conftest import IAM_LINES
 
 EXECUTION_DEADLINE_SECONDS = 90.0
 SETTLE_DEADLINE_SECONDS = 60.0
+# How long one side of the scale-out meeting is held for the other (well within the run's deadline).
+ORDERING_DEADLINE_SECONDS = 5.0
 
 # Statements that serve a caller the rehearsal does not play; each says who calls them in AWS.
 NOT_PLAYED = {
@@ -115,6 +118,41 @@ def _run(emulator: Emulator, scenario: str, lab: str) -> None:
         _settle(emulator)
 
 
+def _finished(emulator: Emulator, function: str) -> int:
+    assert emulator.runtime is not None
+    return sum(1 for invocation in emulator.runtime.invocations if invocation.function == function)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + ORDERING_DEADLINE_SECONDS
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _run_with_the_scale_out_meeting_in_order(emulator: Emulator, event_first: bool) -> None:
+    """Either side of the scale-out meeting may complete the task, whichever comes second: the
+    waiter (AwaitScaleOut) or the launch event (OnScalingEvent). Which comes first is a race, so
+    each order gets a run of its own: one side's invocation is held until the other has run."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    waiter = emulator.stack.resources["AwaitScaleOutFunction"]
+    events = emulator.stack.resources["OnScalingEventFunction"]
+    held, other = (waiter, events) if event_first else (events, waiter)
+    before = _finished(emulator, other)
+
+    def hold(function: str, _event: Any) -> None:
+        if function == held:
+            # The other side's next invocation after the run began: for the waiter, the
+            # scale-out's launch event (the first launches were logged before the stress).
+            _wait_until(lambda: _finished(emulator, other) > before)
+
+    emulator.runtime.listeners.append(hold)
+    try:
+        _run(emulator, "pass", f"iam-{'event' if event_first else 'waiter'}-first")
+    finally:
+        emulator.runtime.listeners.remove(hold)
+
+
 def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
     """Teardown fails and no cleanup follows (the rule's target is removed for this run), so the
     run's resources stay; then the janitor's schedule invokes the sweep, with its own role."""
@@ -146,7 +184,7 @@ def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
 
 def _role_arn(emulator: Emulator, logical_id: str) -> str:
     assert emulator.stack is not None
-    return f"arn:aws:iam::123456789012:role/{emulator.stack.resources[logical_id]}"
+    return f"arn:aws:iam::{ACCOUNT}:role/{emulator.stack.resources[logical_id]}"
 
 
 @dataclass
@@ -162,6 +200,8 @@ def recording() -> Iterator[Recording]:
     with Emulator() as emulator:
         for index, scenario in enumerate(SCENARIOS):
             _run(emulator, scenario, f"iam-{index}")
+        _run_with_the_scale_out_meeting_in_order(emulator, event_first=True)
+        _run_with_the_scale_out_meeting_in_order(emulator, event_first=False)
         _run_leaving_resources_then_sweep(emulator)
         assert emulator.iam is not None
         assert emulator.stack is not None
@@ -281,6 +321,16 @@ def test_a_denied_call_fails_with_the_services_own_error(
     assert f"{prepare.arn} is not authorized to perform" in raised.value.response["Error"]["Message"]
 
 
+def test_each_side_of_the_scale_out_meeting_completed_a_task(recording: Recording) -> None:
+    completers = {
+        call.principal.role_logical_id
+        for call in recording.calls
+        if any(check.action == "states:SendTaskSuccess" for check, _decision in call.checks)
+    }
+
+    assert completers == {"AwaitScaleOutFunctionRole", "OnScalingEventFunctionRole"}
+
+
 def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recording) -> None:
     decisions = [decision.result for _check, decision in recording.enforcement.deliveries]
 
@@ -288,14 +338,18 @@ def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recordi
     assert set(decisions) == {"Allowed"}
 
 
-def test_the_provision_finding_is_seen(recording: Recording) -> None:
-    waived = {
-        (call.principal.role_logical_id, call.denied[0].action)
-        for call in recording.calls
-        if call.waived and call.denied
-    }
+def test_provisions_describe_policies_is_denied_by_its_role(recording: Recording) -> None:
+    """Issue 9's finding: ProvisionLab calls DescribePolicies, which its role does not allow.
+    Checked on the role itself, so the test holds before and after the layer stops calling it."""
+    emulator = recording.emulator
+    assert emulator.iam is not None
+    provision = emulator.iam.principal(_role_arn(emulator, "ProvisionLabFunctionRole"), "a-test")
+    request = ApiRequest("autoscaling", "DescribePolicies", {"AutoScalingGroupName": "x"}, ACCOUNT, REGION)
 
-    assert ("ProvisionLabFunctionRole", "autoscaling:DescribePolicies") in waived
+    call = emulator.iam.check(provision, request)
+
+    assert call.denied is not None
+    assert call.denied[0].action == "autoscaling:DescribePolicies"
 
 
 def test_every_statement_is_needed(recording: Recording) -> None:
