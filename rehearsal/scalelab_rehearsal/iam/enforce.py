@@ -1,13 +1,13 @@
 """IAM enforced on the emulator: who calls, what AWS would check, and AWS's answer to a denial.
 
 Who calls: each function and each state machine acts with its own role's credentials, as in
-AWS. The rehearsal runs them in-process, so the role is the thread's (``acting_as``): the Lambda
-runtime takes the function's role for the handler's duration and a state machine's interpreter
-thread takes the state machine's role; every request that thread signs carries the role's own
-access key. The emulator's WSGI layer maps the key back to the role, asks ``checks`` what AWS
-would check, has the evaluator decide, and answers a denial in the service's own error shape
-before moto sees the request. A request signed with any other key (the test's own look at the
-account, the simulated world) is not a principal's and is not checked.
+AWS. The rehearsal runs functions in-process, so a function's role is its thread's
+(``acting_as``, for the handler's duration): every request that thread signs carries the
+role's own access key. A state machine's task clients are built with its role's key
+(emulator.py). The emulator's WSGI layer maps the key back to the role, asks ``checks`` what
+AWS would check, has the evaluator decide, and answers a denial in the service's own error
+shape before moto sees the request. A request signed with any other key (the test's own look
+at the account, the simulated world) is not a principal's and is not checked.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 # The services whose requests are Query (form fields, XML answers); the rest that the workflow
 # calls are JSON (X-Amz-Target) or REST (lambda, s3).
-QUERY_SERVICES = frozenset({"ec2", "autoscaling", "elasticloadbalancing", "iam", "sts", "sns", "monitoring"})
+QUERY_SERVICES = frozenset({"ec2", "autoscaling", "elasticloadbalancing", "iam", "sts", "sns"})
 
 # Findings the layer still has and whose fix is on its way: the call is denied in AWS, so the
 # rehearsal records it as denied and reports it, but lets it through so that the rest of the
