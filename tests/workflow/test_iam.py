@@ -352,37 +352,51 @@ def test_provisions_describe_policies_is_denied_by_its_role(recording: Recording
     assert call.denied[0].action == "autoscaling:DescribePolicies"
 
 
+def _shared(recording: Recording) -> dict[tuple[str, str], list[Statement]]:
+    """Each statement, with every role that has it: a managed policy attached to several roles
+    is needed when any of them needs it."""
+    statements: dict[tuple[str, str], list[Statement]] = {}
+    for role, role_arn in sorted(recording.role_arns.items()):
+        for statement in _statements(role, role_arn, recording.enforcement.policies(role_arn)):
+            statements.setdefault((statement.policy, statement.label), []).append(statement)
+    return statements
+
+
 def test_every_statement_is_needed(recording: Recording) -> None:
     enforcement = recording.enforcement
     checks = _checks_by_role(recording.calls)
+
+    def denials_without(statement: Statement, action: str | None = None) -> list[str]:
+        policies = enforcement.policies(statement.role_arn)
+        reduced = (
+            _without(policies, statement) if action is None else _without_action(policies, statement, action)
+        )
+        return _denials(enforcement, checks.get(statement.role_arn, []), reduced)
+
     needed: list[str] = []
     unused: list[str] = []
     not_played: list[str] = []
-    for role, role_arn in sorted(recording.role_arns.items()):
-        policies = enforcement.policies(role_arn)
-        for statement in _statements(role, role_arn, policies):
-            if statement.policy in NOT_PLAYED or statement.label in NOT_PLAYED:
-                not_played.append(statement.name)
-                continue
-            role_checks = checks.get(role_arn, [])
-            denied = _denials(enforcement, role_checks, _without(policies, statement))
-            if not denied:
-                unused.append(statement.name)
-                continue
-            # The run would fail with an AccessDenied that names one of the statement's actions.
-            assert any(action in message for message in denied for action in statement.actions), (
-                statement,
-                denied,
-            )
-            needed.append(statement.name)
-            # Least privilege within the statement too: each of its actions is needed.
-            unused += [
-                f"{statement.name}: {action}"
-                for action in statement.actions
-                if len(statement.actions) > 1
-                and (role, action) not in UNTAKEN_PATHS
-                and not _denials(enforcement, role_checks, _without_action(policies, statement, action))
-            ]
+    for (policy, label), sharing in _shared(recording).items():
+        name = " / ".join(statement.name for statement in sharing)
+        if policy in NOT_PLAYED or label in NOT_PLAYED:
+            not_played.append(name)
+            continue
+        denied = [message for statement in sharing for message in denials_without(statement)]
+        if not denied:
+            unused.append(name)
+            continue
+        # The run would fail with an AccessDenied that names one of the statement's actions.
+        actions = sharing[0].actions
+        assert any(action in message for message in denied for action in actions), (name, denied)
+        needed.append(name)
+        # Least privilege within the statement too: each of its actions is needed.
+        unused += [
+            f"{name}: {action}"
+            for action in actions
+            if len(actions) > 1
+            and not any((statement.role, action) in UNTAKEN_PATHS for statement in sharing)
+            and not any(denials_without(statement, action) for statement in sharing)
+        ]
 
     assert unused == [], "unused statements and actions (remove them from template.yaml):\n" + "\n".join(
         unused
