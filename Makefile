@@ -5,6 +5,8 @@ SHELL := /bin/bash
 VENV := .venv
 VENV311 := .venv-py311
 VENV_CHECKOV := .venv-checkov
+# The rehearsal's IAM evaluator (Node), installed exactly as package-lock.json pins it.
+IAM_EVALUATOR := rehearsal/iam/node_modules/.package-lock.json
 BIN := $(VENV)/bin
 REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -17,7 +19,7 @@ TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
@@ -45,18 +47,22 @@ $(VENV_CHECKOV)/bin/.installed: requirements-checkov.txt constraints-checkov.txt
 	$(VENV_CHECKOV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt -c constraints-checkov.txt
 	@touch $@
 
+$(IAM_EVALUATOR): rehearsal/iam/package.json rehearsal/iam/package-lock.json
+	cd rehearsal/iam && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 /usr/bin/shellcheck:
 	@command -v shellcheck >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] || { echo "setup: shellcheck is missing; install it (apt-get install -y shellcheck) and run again" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 
-rehearse: $(BIN)/scalelab ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
+rehearse: $(BIN)/scalelab $(IAM_EVALUATOR) ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
 	$(BIN)/scalelab rehearse --scenario $(or $(SCENARIO),pass) $(if $(SPEED),--speed $(SPEED))
 
-emulator: $(BIN)/scalelab ## keep an emulated account with the stack deployed running, for aws --endpoint-url
+emulator: $(BIN)/scalelab $(IAM_EVALUATOR) ## keep an emulated account with the stack deployed running, for aws --endpoint-url
 	$(BIN)/scalelab emulator
 
-bench: $(BIN)/scalelab ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
+bench: $(BIN)/scalelab $(IAM_EVALUATOR) ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
 	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
 
 test: setup lint typecheck template build unit unit-py311 local-invoke ## run every check and test (what CI runs)
@@ -95,4 +101,4 @@ local-invoke: build ## every function through sam local invoke, in a Lambda-like
 	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/local_invoke
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
+	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) rehearsal/iam/node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info

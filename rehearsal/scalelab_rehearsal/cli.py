@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from scalelab_rehearsal import ROOT
+from scalelab_rehearsal.iam.enforce import iam_summary
 from scalelab_rehearsal.progress import LiveProgress, PlainProgress, Progress, seconds_text, tracked
 
 try:
@@ -446,6 +447,7 @@ def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict
         "execution_arn": outcome.execution_arn,
         "log_path": str(log_path),
         "skipped_resource_types": outcome.skipped_types,
+        "iam": iam_summary(outcome.iam_calls, outcome.iam_deliveries),
     }
 
 
@@ -477,11 +479,23 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         f"Report   {_shown(summary['report_path'])}",
         f"Logs     {_shown(summary['log_path'])}",
         f"Skipped  {', '.join(summary['skipped_resource_types']) or 'nothing'} (moto cannot create these)",
+        *_iam_lines(summary["iam"]),
         f"Took {seconds_text(summary['seconds'])}: {summary['lambda_invocations']} Lambda invocations, "
         f"{summary['state_transitions']} state transitions ({summary['scenario']} scenario)",
     ]
     out.write("\n".join(lines) + "\n")
     out.flush()
+
+
+def _iam_lines(iam: dict[str, Any]) -> list[str]:
+    lines = [
+        f"IAM      {iam['calls']} calls checked across {iam['roles']} roles and {iam['deliveries']} "
+        f"EventBridge deliveries: {len(iam['denied'])} denied, "
+        f"{len(iam['known_findings'])} known findings let through"
+    ]
+    lines += [f"  denied         {name}" for name in iam["denied"]]
+    lines += [f"  known finding  {name}" for name in iam["known_findings"]]
+    return lines
 
 
 def _phase_seconds(seconds: float) -> str:

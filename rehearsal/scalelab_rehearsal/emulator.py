@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import urllib.request
 import uuid
@@ -21,11 +22,14 @@ from moto.awslambda.utils import get_backend as lambda_backend
 from moto.core.config import default_user_config
 from moto.events.models import Rule, events_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for as moto_boto_client_for
 from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.deploy import Stack, deploy
+from scalelab_rehearsal.iam.enforce import Enforcement, acting_as, credentials_of
+from scalelab_rehearsal.iam.evaluator import Evaluator
 from scalelab_rehearsal.runtime import LambdaRuntime, install
 
 REGION = "us-east-1"
@@ -69,7 +73,7 @@ def _deliver_to_lambda_and_state_machine_targets(emulator: Emulator) -> Callable
         for target in ours:
             # The put_events caller does not wait for the targets.
             threading.Thread(
-                target=_deliver, args=(emulator, target["Arn"], dict(original_event)), daemon=True
+                target=_deliver, args=(emulator, self.arn, target, dict(original_event)), daemon=True
             ).start()
 
     Rule.send_to_targets = send_to_targets  # type: ignore[method-assign]
@@ -80,14 +84,26 @@ def _deliver_to_lambda_and_state_machine_targets(emulator: Emulator) -> Callable
     return undo
 
 
-def _deliver(emulator: Emulator, target_arn: str, event: dict[str, Any]) -> None:
+def _deliver(emulator: Emulator, rule_arn: str, target: dict[str, Any], event: dict[str, Any]) -> None:
+    target_arn = target["Arn"]
     try:
         if ":states:" in target_arn:
-            emulator.client("stepfunctions").start_execution(
-                stateMachineArn=target_arn, name=str(uuid.uuid4()), input=json.dumps(event, default=str)
-            )
+            # EventBridge starts the execution with the target's role.
+            with acting_as(emulator.iam.principal(target["RoleArn"], "events") if emulator.iam else None):
+                emulator.client("stepfunctions").start_execution(
+                    stateMachineArn=target_arn, name=str(uuid.uuid4()), input=json.dumps(event, default=str)
+                )
             return
-        lambda_backend(ACCOUNT, REGION).invoke(
+        backend = lambda_backend(ACCOUNT, REGION)
+        if emulator.iam is not None:
+            policy = _as_aws_keeps_it(json.loads(json.loads(backend.get_policy(target_arn))["Policy"]))
+            if not emulator.iam.allows_delivery(rule_arn, target_arn, policy):
+                # EventBridge counts it as a failed invocation; the function never runs.
+                logging.getLogger("scalelab.rehearsal").error(
+                    "rule %s may not invoke %s (its resource policy does not allow it)", rule_arn, target_arn
+                )
+                return
+        backend.invoke(
             function_name=target_arn,
             qualifier=None,
             body=json.dumps(event, default=str),
@@ -96,6 +112,19 @@ def _deliver(emulator: Emulator, target_arn: str, event: dict[str, Any]) -> None
         )
     except Exception:  # a failed delivery is logged, as EventBridge would count it
         logging.getLogger("scalelab.rehearsal").exception("event target %s failed", target_arn)
+
+
+# The elements of a policy statement; moto keeps AWS::Lambda::Permission's other properties
+# (FunctionName) in the statements it makes of them, which AWS does not.
+_STATEMENT_ELEMENTS = frozenset({"Sid", "Effect", "Principal", "Action", "Resource", "Condition"})
+
+
+def _as_aws_keeps_it(policy: dict[str, Any]) -> dict[str, Any]:
+    statements = [
+        {key: value for key, value in statement.items() if key in _STATEMENT_ELEMENTS}
+        for statement in policy["Statement"]
+    ]
+    return {**policy, "Statement": statements}
 
 
 def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]:
@@ -142,6 +171,45 @@ def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]
     return undo
 
 
+def _run_state_machines_as_their_roles(emulator: Emulator) -> Callable[[], None]:
+    """An execution's own calls (Lambda invokes, service integrations) carry its state machine's
+    role, as in Step Functions: moto's interpreter builds each task's client from the task's
+    credentials (the execution role unless the state names another), so that is where the
+    role's access key goes in."""
+    # Imported for their side effect: every service integration module is loaded, so each one's
+    # ``boto_client_for`` can be replaced.
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.lambda_eval_utils  # noqa: PLC0415
+    import moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_factory  # noqa: F401, PLC0415
+
+    def boto_client_for(region: str, service: str, state_credentials: Any = None) -> Any:
+        principal = emulator.iam.principal(state_credentials.role_arn, "states") if emulator.iam else None
+        with acting_as(principal):
+            return boto3.session.Session().client(  # type: ignore[call-overload]
+                service,
+                region_name=region,
+                endpoint_url=emulator.endpoint,
+                config=Config(
+                    parameter_validation=False, retries={"max_attempts": 0, "total_max_attempts": 1}
+                ),
+                **credentials_of(principal),
+            )
+
+    users = [
+        module
+        for name, module in list(sys.modules.items())
+        if name.startswith("moto.stepfunctions.parser.")
+        and getattr(module, "boto_client_for", None) is moto_boto_client_for
+    ]
+    for module in users:
+        module.boto_client_for = boto_client_for  # type: ignore[attr-defined]
+
+    def undo() -> None:
+        for module in users:
+            module.boto_client_for = moto_boto_client_for  # type: ignore[attr-defined]
+
+    return undo
+
+
 class Emulator:
     """Start, deploy, and stop the emulated account; one per process at a time."""
 
@@ -160,6 +228,8 @@ class Emulator:
         self._session = boto3.session.Session()
         self.stack: Stack | None = None
         self.runtime: LambdaRuntime | None = None
+        # IAM, enforced on every call a function or a state machine makes (iam/enforce.py).
+        self.iam: Enforcement | None = None
         self._undo: list[Callable[[], None]] = []
         self._saved_environment: dict[str, str | None] = {}
 
@@ -179,13 +249,16 @@ class Emulator:
                 "POWERTOOLS_TRACE_DISABLED": "true",
             }
         )
+        # Node loads the authorization data while the stack deploys.
+        evaluator = Evaluator()
+        self._undo.append(evaluator.close)
         self._undo.append(self._patch_config())
         self._undo.append(moto_fixes.install())
         # moto's ThreadedMotoServer, with a shorter poll so that stopping is immediate.
         self.server = make_server(
             "127.0.0.1",
             self.port,
-            DomainDispatcherApplication(create_backend_app),
+            self._authorized(DomainDispatcherApplication(create_backend_app)),
             threaded=True,
             request_handler=MotoRequestHandler,
         )
@@ -198,7 +271,15 @@ class Emulator:
         self._server_thread.start()
         self.reset()
         self.stack = deploy(self.client, self.parameters)
-        self.runtime = LambdaRuntime(self.stack.code_dirs)
+        self.iam = Enforcement(
+            ACCOUNT,
+            REGION,
+            {physical: logical for logical, physical in self.stack.resources.items()},
+            evaluator,
+        )
+        self._undo.append(self._close_iam)
+        self.runtime = LambdaRuntime(self.stack.code_dirs, self._function_principal)
+        self._undo.append(_run_state_machines_as_their_roles(self))
         self._undo.append(install(self.runtime))
         self._undo.append(_deliver_to_lambda_and_state_machine_targets(self))
         self._undo.append(_announce_execution_status_changes(self))
@@ -262,6 +343,24 @@ class Emulator:
         return self.stack.outputs["StateMachineArn"]
 
     # ---- internals ---------------------------------------------------------------------------
+
+    def _authorized(self, app: Any) -> Any:
+        """The server's application: IAM first, once the stack (and so its roles) exists."""
+
+        def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            if self.iam is None:
+                return app(environ, start_response)
+            return self.iam.authorize(environ, start_response, app)
+
+        return application
+
+    def _function_principal(self, fn: Any) -> Any:
+        return self.iam.principal(fn.role, fn.function_name) if self.iam else None
+
+    def _close_iam(self) -> None:
+        if self.iam is not None:
+            self.iam.stop_signing()
+            self.iam = None
 
     def _set_environment(self, variables: dict[str, str]) -> None:
         for name, value in variables.items():

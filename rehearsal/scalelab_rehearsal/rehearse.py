@@ -12,6 +12,8 @@ from typing import Any
 
 from scalelab_rehearsal import ROOT
 from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.iam.enforce import CheckedCall
+from scalelab_rehearsal.iam.evaluator import Check, Decision
 from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
 
 # Short waits and deadlines so a lab takes seconds. They are measured by the
@@ -44,6 +46,9 @@ class Outcome:
     lambda_invocations: int = 0
     # Resource types of the template the emulator could not create (reported, skipped).
     skipped_types: list[str] = field(default_factory=list)
+    # Every call a function or state machine made while the emulator ran, as IAM decided it.
+    iam_calls: list[CheckedCall] = field(default_factory=list)
+    iam_deliveries: list[tuple[Check, Decision]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -129,6 +134,8 @@ def collect(emulator: Emulator, execution_arn: str, description: dict[str, Any],
         seconds=time.monotonic() - started,
         lambda_invocations=len(runtime.invocations) if runtime else 0,
         skipped_types=list(emulator.stack.skipped_types) if emulator.stack else [],
+        iam_calls=list(emulator.iam.calls) if emulator.iam else [],
+        iam_deliveries=list(emulator.iam.deliveries) if emulator.iam else [],
     )
 
 

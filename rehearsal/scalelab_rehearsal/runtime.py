@@ -28,6 +28,7 @@ from typing import Any
 from moto.awslambda.models import LambdaFunction
 
 from scalelab_rehearsal import ROOT
+from scalelab_rehearsal.iam.enforce import Principal, acting_as
 
 LAYER_PATH = ROOT / "layers" / "scalelab"
 
@@ -70,9 +71,15 @@ class Invocation:
 class LambdaRuntime:
     """Maps deployed functions to handler files and runs them."""
 
-    def __init__(self, code_dirs: dict[str, Path]) -> None:
+    def __init__(
+        self,
+        code_dirs: dict[str, Path],
+        principal_for: Callable[[LambdaFunction], Principal | None] = lambda _fn: None,
+    ) -> None:
         # Deployed (physical) function name -> the folder of its code.
         self.code_dirs = code_dirs
+        # Whose credentials a function's AWS calls carry: its execution role's.
+        self.principal_for = principal_for
         self.modules: dict[str, ModuleType] = {}
         self.invocations: list[Invocation] = []
         self.listeners: list[Callable[[str, dict[str, Any]], None]] = []
@@ -117,7 +124,8 @@ class LambdaRuntime:
         try:
             for listener in self.listeners:
                 listener(fn.function_name, event)
-            return self._run(fn, event, context, started)
+            with acting_as(self.principal_for(fn)):
+                return self._run(fn, event, context, started)
         finally:
             with self._record_lock:
                 self._in_flight -= 1

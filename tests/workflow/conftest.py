@@ -13,6 +13,15 @@ from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.rehearse import Outcome, collect, merged_input, start_execution, wait_for
 from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
 
+# What the IAM mutation test found, printed at the end of the run (test_iam.py).
+IAM_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in IAM_LINES:
+        terminalreporter.write_line(line)
+
+
 # Every execution in these tests ends well within this (the longest scenario takes ~15 s).
 EXECUTION_DEADLINE_SECONDS = 90.0
 

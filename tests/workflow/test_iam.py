@@ -1,0 +1,409 @@
+"""IAM in the rehearsal has teeth, and the template grants nothing that no run needs.
+
+Given one run of every scenario, a run whose teardown fails, and the janitor's scheduled sweep
+of what that run left, all with IAM enforced, every call a function or state machine made is
+recorded with the checks AWS would make for it. For each Allow statement of each role, the
+statement is removed and the recorded checks are decided again on the reduced policies (the
+issue allows this instead of running the scenario again): some check must then be denied, with
+an AccessDenied that names its action. A statement that no check needs is unused: it fails
+the test until it is removed from template.yaml. The same holds for each action of a statement
+that names several, unless the layer calls it only on a path no scenario takes (UNTAKEN_PATHS).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
+from scalelab_rehearsal.iam.checks import ApiRequest
+from scalelab_rehearsal.iam.enforce import CheckedCall, Enforcement, Principal, acting_as, denial_message
+from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
+from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
+from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, World, scenario_named
+
+from tests.workflow.conftest import IAM_LINES
+
+EXECUTION_DEADLINE_SECONDS = 90.0
+SETTLE_DEADLINE_SECONDS = 60.0
+# How long one side of the scale-out meeting is held for the other (well within the run's deadline).
+ORDERING_DEADLINE_SECONDS = 5.0
+
+# Statements that serve a caller the rehearsal does not play; each says who calls them in AWS.
+NOT_PLAYED = {
+    "DeliverErrorLogs": "Step Functions, when it sets up the state machine's log delivery",
+    "DeadLetterQueuePolicy": "Lambda's asynchronous invocation, sending a failed event to the DLQ",
+    "LabStateMachineNightlyStartExecutionPolicy": (
+        "EventBridge Scheduler's nightly run (ScheduleEnabled is off in the rehearsal)"
+    ),
+}
+
+
+# Actions the layer calls only on paths that no scenario takes: (role, action) -> where and when.
+UNTAKEN_PATHS = {
+    ("JanitorFunctionRole", "ec2:TerminateInstances"): (
+        "teardown.py, an instance left without its group (the sweep's groups take theirs with them)"
+    ),
+    ("JudgeRunFunctionRole", "cloudwatch:DescribeAlarms"): (
+        "verdict.py, the group's CPU alarm (moto's target tracking policies make no alarms, and moto"
+        " does not serve CloudWatch's RPC v2 CBOR protocol)"
+    ),
+    ("OnScalingEventFunctionRole", "dynamodb:Query"): (
+        "scaleout.py, an event that arrives before its waiter is registered"
+    ),
+    ("OnScalingEventFunctionRole", "states:SendTaskFailure"): (
+        "scaleout.py, an unsuccessful launch reported by the event (AwaitScaleOut saw it first here)"
+    ),
+    (
+        "PrepareRunFunctionRole",
+        "ec2:DescribeLaunchTemplates",
+    ): "prepare.py, a run that names its own launch template",
+    ("ProvisionLabFunctionRole", "elasticloadbalancing:DescribeTags"): (
+        "provision.py, a retried Provision that finds its load balancing resources already made"
+    ),
+    ("StartStressFunctionRole", "dynamodb:GetItem"): "Powertools idempotency, a repeated StartStress",
+    ("StartStressFunctionRole", "dynamodb:DeleteItem"): "Powertools idempotency, a StartStress that raised",
+    (
+        "StopStressFunctionRole",
+        "ssm:CancelCommand",
+    ): "stress.py, a stress command still running when it stops",
+}
+
+
+@dataclass(frozen=True)
+class Statement:
+    role: str  # the role's logical id
+    role_arn: str
+    policy: str
+    label: str  # the Sid, or the statement's 1-based position in its policy
+    actions: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return f"{self.role} {self.policy}#{self.label} ({', '.join(self.actions)})"
+
+
+def _settle(emulator: Emulator) -> None:
+    """Wait until no lab or cleanup execution runs and no Lambda is busy."""
+    assert emulator.stack is not None
+    sfn = emulator.client("stepfunctions")
+    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
+    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+    while time.monotonic() < deadline:
+        running = [
+            execution
+            for machine in machines
+            for execution in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
+                "executions"
+            ]
+        ]
+        if not running and emulator.runtime is not None and emulator.runtime.in_flight == 0:
+            # An execution that just ended puts its status change event: let its cleanup start.
+            time.sleep(0.3)
+            if not sfn.list_executions(stateMachineArn=machines[1], statusFilter="RUNNING")["executions"]:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
+
+
+def _run(emulator: Emulator, scenario: str, lab: str) -> None:
+    with World(emulator, scenario_named(scenario), DEFAULT_SPEED):
+        arn = start_execution(emulator, merged_input({"lab": {"name": lab}}))
+        wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
+        _settle(emulator)
+
+
+def _finished(emulator: Emulator, function: str) -> int:
+    assert emulator.runtime is not None
+    return sum(1 for invocation in emulator.runtime.invocations if invocation.function == function)
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + ORDERING_DEADLINE_SECONDS
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def _run_with_the_scale_out_meeting_in_order(emulator: Emulator, event_first: bool) -> None:
+    """Either side of the scale-out meeting may complete the task, whichever comes second: the
+    waiter (AwaitScaleOut) or the launch event (OnScalingEvent). Which comes first is a race, so
+    each order gets a run of its own: one side's invocation is held until the other has run."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    waiter = emulator.stack.resources["AwaitScaleOutFunction"]
+    events = emulator.stack.resources["OnScalingEventFunction"]
+    held, other = (waiter, events) if event_first else (events, waiter)
+    before = _finished(emulator, other)
+
+    def hold(function: str, _event: Any) -> None:
+        if function == held:
+            # The other side's next invocation after the run began: for the waiter, the
+            # scale-out's launch event (the first launches were logged before the stress).
+            _wait_until(lambda: _finished(emulator, other) > before)
+
+    emulator.runtime.listeners.append(hold)
+    try:
+        _run(emulator, "pass", f"iam-{'event' if event_first else 'waiter'}-first")
+    finally:
+        emulator.runtime.listeners.remove(hold)
+
+
+def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
+    """Teardown fails and no cleanup follows (the rule's target is removed for this run), so the
+    run's resources stay; then the janitor's schedule invokes the sweep, with its own role."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    assert emulator.iam is not None
+    teardown = emulator.stack.resources["TeardownLabFunction"]
+    rule = emulator.stack.resources["CleanupStateMachineLabExecutionEnded"]
+    events = emulator.client("events")
+    targets = events.list_targets_by_rule(Rule=rule)["Targets"]
+    events.remove_targets(Rule=rule, Ids=[target["Id"] for target in targets])
+    emulator.runtime.faults = lambda function, _event: (
+        RuntimeError("teardown fails") if function == teardown else None
+    )
+    try:
+        _run(emulator, "pass", "iam-leftovers")
+    finally:
+        emulator.runtime.faults = lambda _function, _event: None
+        events.put_targets(Rule=rule, Targets=targets)
+    schedule_role = emulator.iam.principal(_role_arn(emulator, "JanitorFunctionSweepRole"), "scheduler")
+    with acting_as(schedule_role):
+        answer = emulator.client("lambda").invoke(
+            FunctionName=emulator.stack.resources["JanitorFunction"], Payload=json.dumps({"action": "sweep"})
+        )
+    result = json.loads(answer["Payload"].read())
+    assert "FunctionError" not in answer, result
+    assert result["removed"], result
+
+
+def _role_arn(emulator: Emulator, logical_id: str) -> str:
+    assert emulator.stack is not None
+    return f"arn:aws:iam::{ACCOUNT}:role/{emulator.stack.resources[logical_id]}"
+
+
+@dataclass
+class Recording:
+    emulator: Emulator
+    enforcement: Enforcement
+    calls: list[CheckedCall]
+    role_arns: dict[str, str]  # logical id -> ARN, for every role of the stack
+
+
+@pytest.fixture(scope="module")
+def recording() -> Iterator[Recording]:
+    with Emulator() as emulator:
+        for index, scenario in enumerate(SCENARIOS):
+            _run(emulator, scenario, f"iam-{index}")
+        _run_with_the_scale_out_meeting_in_order(emulator, event_first=True)
+        _run_with_the_scale_out_meeting_in_order(emulator, event_first=False)
+        _run_leaving_resources_then_sweep(emulator)
+        assert emulator.iam is not None
+        assert emulator.stack is not None
+        roles = {
+            logical_id: _role_arn(emulator, logical_id)
+            for logical_id in emulator.stack.resources
+            if logical_id.endswith("Role") and logical_id != "InstanceRole"
+        }
+        # Read every role's policies while the account still has them.
+        for arn in roles.values():
+            emulator.iam.policies(arn)
+        yield Recording(emulator, emulator.iam, list(emulator.iam.calls), roles)
+
+
+def _statements(role: str, role_arn: str, policies: list[NamedPolicy]) -> list[Statement]:
+    found = []
+    for policy in policies:
+        statements = policy["policy"]["Statement"]
+        for position, statement in enumerate(statements if isinstance(statements, list) else [statements], 1):
+            if statement["Effect"] != "Allow":
+                continue
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            found.append(
+                Statement(role, role_arn, policy["name"], statement.get("Sid", str(position)), tuple(actions))
+            )
+    return found
+
+
+def _without(policies: list[NamedPolicy], statement: Statement) -> list[NamedPolicy]:
+    reduced = []
+    for policy in policies:
+        kept = [
+            s
+            for position, s in enumerate(policy["policy"]["Statement"], 1)
+            if policy["name"] != statement.policy or s.get("Sid", str(position)) != statement.label
+        ]
+        if kept:
+            reduced.append({"name": policy["name"], "policy": {**policy["policy"], "Statement": kept}})
+    return reduced
+
+
+def _without_action(policies: list[NamedPolicy], statement: Statement, action: str) -> list[NamedPolicy]:
+    reduced = []
+    for policy in policies:
+        kept = []
+        for position, original in enumerate(policy["policy"]["Statement"], 1):
+            if policy["name"] == statement.policy and original.get("Sid", str(position)) == statement.label:
+                rest = [a for a in statement.actions if a != action]
+                if rest:
+                    kept.append({**original, "Action": rest})
+                continue
+            kept.append(original)
+        if kept:
+            reduced.append({"name": policy["name"], "policy": {**policy["policy"], "Statement": kept}})
+    return reduced
+
+
+def _denials(
+    enforcement: Enforcement, checks: list[tuple[Check, Principal]], policies: list[NamedPolicy]
+) -> list[str]:
+    """The AccessDenied messages the recorded checks would get under ``policies``."""
+    return [
+        denial_message(principal, check, decision)
+        for check, principal in checks
+        if not (decision := enforcement.evaluator.evaluate(principal.arn, check, policies)).allowed
+    ]
+
+
+def _checks_by_role(calls: list[CheckedCall]) -> dict[str, list[tuple[Check, Principal]]]:
+    """Each role's distinct checks that were allowed, with a principal that made them."""
+    by_role: dict[str, dict[str, tuple[Check, Principal]]] = {}
+    for call in calls:
+        for check, decision in call.checks:
+            if decision.allowed:
+                key = json.dumps([check.action, check.resource, check.context], sort_keys=True)
+                by_role.setdefault(call.principal.role_arn, {})[key] = (check, call.principal)
+    return {role: list(checks.values()) for role, checks in by_role.items()}
+
+
+def test_every_call_was_allowed_or_is_a_known_finding(recording: Recording) -> None:
+    denied = [
+        denial_message(call.principal, *call.denied)
+        for call in recording.calls
+        if call.denied is not None and call.waived is None
+    ]
+
+    assert denied == []
+
+
+DENIED_AS_AWS_ANSWERS = [
+    ("ec2", "create_security_group", {"GroupName": "x", "Description": "x"}, "UnauthorizedOperation"),
+    ("autoscaling", "delete_auto_scaling_group", {"AutoScalingGroupName": "x"}, "AccessDenied"),
+    ("ssm", "get_parameter", {"Name": "/x"}, "AccessDeniedException"),
+    (
+        "sns",
+        "publish",
+        {"TopicArn": "arn:aws:sns:us-east-1:123456789012:x", "Message": "x"},
+        "AuthorizationError",
+    ),
+    ("s3", "put_object", {"Bucket": "x", "Key": "x", "Body": b"x"}, "AccessDenied"),
+    ("lambda", "invoke", {"FunctionName": "x"}, "AccessDeniedException"),
+]
+
+
+@pytest.mark.parametrize(("service", "operation", "arguments", "code"), DENIED_AS_AWS_ANSWERS)
+def test_a_denied_call_fails_with_the_services_own_error(
+    recording: Recording, service: str, operation: str, arguments: dict[str, Any], code: str
+) -> None:
+    emulator = recording.emulator
+    assert emulator.iam is not None
+    prepare = emulator.iam.principal(_role_arn(emulator, "PrepareRunFunctionRole"), "a-test")
+
+    with acting_as(prepare), pytest.raises(ClientError) as raised:
+        getattr(emulator.client(service), operation)(**arguments)
+
+    assert raised.value.response["Error"]["Code"] == code
+    assert f"{prepare.arn} is not authorized to perform" in raised.value.response["Error"]["Message"]
+
+
+def test_each_side_of_the_scale_out_meeting_completed_a_task(recording: Recording) -> None:
+    completers = {
+        call.principal.role_logical_id
+        for call in recording.calls
+        if any(check.action == "states:SendTaskSuccess" for check, _decision in call.checks)
+    }
+
+    assert completers == {"AwaitScaleOutFunctionRole", "OnScalingEventFunctionRole"}
+
+
+def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recording) -> None:
+    decisions = [decision.result for _check, decision in recording.enforcement.deliveries]
+
+    assert decisions
+    assert set(decisions) == {"Allowed"}
+
+
+def test_provisions_describe_policies_is_denied_by_its_role(recording: Recording) -> None:
+    """Issue 9's finding: ProvisionLab calls DescribePolicies, which its role does not allow.
+    Checked on the role itself, so the test holds before and after the layer stops calling it."""
+    emulator = recording.emulator
+    assert emulator.iam is not None
+    provision = emulator.iam.principal(_role_arn(emulator, "ProvisionLabFunctionRole"), "a-test")
+    request = ApiRequest("autoscaling", "DescribePolicies", {"AutoScalingGroupName": "x"}, ACCOUNT, REGION)
+
+    call = emulator.iam.check(provision, request)
+
+    assert call.denied is not None
+    assert call.denied[0].action == "autoscaling:DescribePolicies"
+
+
+def _shared(recording: Recording) -> dict[tuple[str, str], list[Statement]]:
+    """Each statement, with every role that has it: a managed policy attached to several roles
+    is needed when any of them needs it."""
+    statements: dict[tuple[str, str], list[Statement]] = {}
+    for role, role_arn in sorted(recording.role_arns.items()):
+        for statement in _statements(role, role_arn, recording.enforcement.policies(role_arn)):
+            statements.setdefault((statement.policy, statement.label), []).append(statement)
+    return statements
+
+
+def test_every_statement_is_needed(recording: Recording) -> None:
+    enforcement = recording.enforcement
+    checks = _checks_by_role(recording.calls)
+
+    def denials_without(statement: Statement, action: str | None = None) -> list[str]:
+        policies = enforcement.policies(statement.role_arn)
+        reduced = (
+            _without(policies, statement) if action is None else _without_action(policies, statement, action)
+        )
+        return _denials(enforcement, checks.get(statement.role_arn, []), reduced)
+
+    needed: list[str] = []
+    unused: list[str] = []
+    not_played: list[str] = []
+    for (policy, label), sharing in _shared(recording).items():
+        name = " / ".join(statement.name for statement in sharing)
+        if policy in NOT_PLAYED or label in NOT_PLAYED:
+            not_played.append(name)
+            continue
+        denied = [message for statement in sharing for message in denials_without(statement)]
+        if not denied:
+            unused.append(name)
+            continue
+        # The run would fail with an AccessDenied that names one of the statement's actions.
+        actions = sharing[0].actions
+        assert any(action in message for message in denied for action in actions), (name, denied)
+        needed.append(name)
+        # Least privilege within the statement too: each of its actions is needed.
+        unused += [
+            f"{name}: {action}"
+            for action in actions
+            if len(actions) > 1
+            and not any((statement.role, action) in UNTAKEN_PATHS for statement in sharing)
+            and not any(denials_without(statement, action) for statement in sharing)
+        ]
+
+    assert unused == [], "unused statements and actions (remove them from template.yaml):\n" + "\n".join(
+        unused
+    )
+    IAM_LINES.append(
+        f"iam: {len(recording.calls)} calls checked across {len(checks)} roles, "
+        f"{len(needed)} statements, every statement needed"
+        f" ({len(not_played)} statements serve callers the rehearsal does not play:"
+        f" {', '.join(sorted(NOT_PLAYED))})"
+    )
