@@ -30,6 +30,8 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
   activity for every instance a group launches or terminates, with a Cause
   that says why the capacity changed; here every capacity change records
   them, with the Cause whoever plays AWS gives (``capacity_cause``).
+- CloudFormation's ``AWS::IAM::Role`` ignores ``ManagedPolicyArns``: the
+  template's own managed policies are never attached to its roles.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, Fa
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.events.responses import EventsHandler
+from moto.iam.models import Role, iam_backends
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
@@ -62,6 +65,7 @@ from moto.stepfunctions.parser.asl.eval.callback.callback import (
 from moto.stepfunctions.parser.asl.eval.environment import Environment
 from moto.stepfunctions.parser.asl.eval.program_state import ProgramStopped
 from moto.stepfunctions.responses import StepFunctionResponse
+from moto.utilities.utils import get_partition
 
 RUNNING = frozenset({"Pending", "InProgress"})
 # PutEvents' limit of entries per request, which moto checks for the whole request.
@@ -305,6 +309,34 @@ def describe_scaling_activities(self: AutoScalingResponse) -> ActionResult:
     return ActionResult({"Activities": activities})
 
 
+# ---- roles from a template: moto drops their managed policies ----------------------------------
+
+_create_role_as_moto_does = Role.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+def create_role_from_template(
+    cls: type[Role],
+    resource_name: str,
+    cloudformation_json: dict[str, Any],
+    account_id: str,
+    region_name: str,
+    **kwargs: Any,
+) -> Role:
+    """An AWS::IAM::Role as moto makes it, with its ManagedPolicyArns attached as CloudFormation does.
+
+    Only policies the account holds can be attached: the template's own managed policies. AWS's
+    managed policies are not in an emulated account, so what they grant is never allowed here.
+    """
+    role: Role = _create_role_as_moto_does(
+        cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
+    )
+    backend = iam_backends[account_id][get_partition(region_name)]
+    for arn in cloudformation_json["Properties"].get("ManagedPolicyArns", []):
+        if arn in backend.managed_policies:
+            backend.attach_role_policy(arn, role.name)
+    return role
+
+
 def install() -> Callable[[], None]:
     """Apply the fixes; returns the undo."""
     saved: dict[str, Any] = {
@@ -314,6 +346,7 @@ def install() -> Callable[[], None]:
         "execute_policy": AutoScalingResponse.execute_policy,
     }
     FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
+    Role.create_from_cloudformation_json = classmethod(create_role_from_template)  # type: ignore[method-assign,assignment,arg-type]
     AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
@@ -329,6 +362,7 @@ def install() -> Callable[[], None]:
     AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
 
     def undo() -> None:
+        Role.create_from_cloudformation_json = classmethod(_create_role_as_moto_does)  # type: ignore[method-assign,assignment]
         AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
         FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
         AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]

@@ -1,8 +1,10 @@
-"""moto's Auto Scaling policies, as the rehearsal corrects them (scalelab_rehearsal.moto_fixes):
-PutScalingPolicy answers the policy's ARN, and policies belong to their group, as in AWS."""
+"""moto where the rehearsal corrects it (scalelab_rehearsal.moto_fixes): PutScalingPolicy answers
+the policy's ARN, policies belong to their group, and a template's role gets its managed policies,
+as in AWS."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -136,3 +138,39 @@ def test_execute_policy_acts_on_the_named_groups_policy(autoscaling: Any) -> Non
         GROUPS[0]: 1,
         GROUPS[1]: 0,
     }
+
+
+def test_a_templates_role_gets_the_templates_own_managed_policy(account: None) -> None:
+    # moto's CloudFormation dropped ManagedPolicyArns, so the shared delete policy reached no role.
+    template = {
+        "Resources": {
+            "Shared": {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Action": "ec2:DeleteSecurityGroup", "Resource": "*"}
+                        ],
+                    }
+                },
+            },
+            "Worker": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": []},
+                    "ManagedPolicyArns": [{"Ref": "Shared"}],
+                },
+            },
+        }
+    }
+    cloudformation = boto3.client("cloudformation")
+    cloudformation.create_stack(StackName="roles", TemplateBody=json.dumps(template))
+    resources = {
+        resource["LogicalResourceId"]: resource["PhysicalResourceId"]
+        for resource in cloudformation.describe_stack_resources(StackName="roles")["StackResources"]
+    }
+
+    attached = boto3.client("iam").list_attached_role_policies(RoleName=resources["Worker"])
+
+    assert [policy["PolicyArn"] for policy in attached["AttachedPolicies"]] == [resources["Shared"]]
