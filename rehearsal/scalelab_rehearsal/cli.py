@@ -490,11 +490,9 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
 def _iam_lines(iam: dict[str, Any]) -> list[str]:
     lines = [
         f"IAM      {iam['calls']} calls checked across {iam['roles']} roles and {iam['deliveries']} "
-        f"EventBridge deliveries: {len(iam['denied'])} denied, "
-        f"{len(iam['known_findings'])} known findings let through"
+        f"EventBridge deliveries: {len(iam['denied'])} denied"
     ]
     lines += [f"  denied         {name}" for name in iam["denied"]]
-    lines += [f"  known finding  {name}" for name in iam["known_findings"]]
     return lines
 
 

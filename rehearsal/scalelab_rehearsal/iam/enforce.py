@@ -38,15 +38,6 @@ WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # calls are JSON (X-Amz-Target) or REST (lambda, s3).
 QUERY_SERVICES = frozenset({"ec2", "autoscaling", "elasticloadbalancing", "iam", "sts", "sns"})
 
-# Findings the layer still has and whose fix is on its way: the call is denied in AWS, so the
-# rehearsal records it as denied and reports it, but lets it through so that the rest of the
-# run is still checked. Each entry names its issue; remove it when the fix lands.
-KNOWN_FINDINGS: dict[tuple[str, str], str] = {
-    (
-        "ProvisionLabFunctionRole",
-        "autoscaling:DescribePolicies",
-    ): "issue 9 C.1: Provision reads the policy back with DescribePolicies, which its role does not allow",
-}
 
 RPC_V2_PATH = re.compile(r"^/service/[^/]+/operation/(?P<operation>[A-Za-z]+)$")
 
@@ -73,7 +64,6 @@ class CheckedCall:
     principal: Principal
     api: str  # service:Operation as the SDK named it
     checks: tuple[tuple[Check, Decision], ...]
-    waived: str | None  # the known finding that let a denied call through
 
     @property
     def denied(self) -> tuple[Check, Decision] | None:
@@ -81,8 +71,8 @@ class CheckedCall:
 
 
 def iam_summary(calls: list[CheckedCall], deliveries: list[tuple[Check, Decision]]) -> dict[str, Any]:
-    """What a rehearsal says of IAM: how many calls and EventBridge deliveries were checked, which
-    were denied, and which denied calls were let through as known findings."""
+    """What a rehearsal says of IAM: how many calls and EventBridge deliveries were checked, and
+    which were denied."""
 
     def named(call: CheckedCall) -> str:
         check, decision = call.denied or (None, None)
@@ -95,10 +85,9 @@ def iam_summary(calls: list[CheckedCall], deliveries: list[tuple[Check, Decision
         "roles": len({call.principal.role_arn for call in calls}),
         "deliveries": len(deliveries),
         "denied": sorted(
-            {named(call) for call in calls if call.denied and call.waived is None}
+            {named(call) for call in calls if call.denied}
             | {f"events.amazonaws.com {c.action} {c.resource}" for c, d in deliveries if not d.allowed}
         ),
-        "known_findings": sorted({f"{named(call)}: {call.waived}" for call in calls if call.waived}),
     }
 
 
@@ -176,6 +165,11 @@ class Enforcement:
             self._principals[access_key_for(principal)] = principal
         return principal
 
+    def caller(self, environ: dict[str, Any]) -> Principal | None:
+        """The principal whose credentials signed this request, if it is one of the stack's."""
+        with self._lock:
+            return self._principals.get(_access_key(environ))
+
     def policies(self, role_arn: str) -> list[NamedPolicy]:
         """The role's inline and managed policies, as CloudFormation created them in the account."""
         with self._lock:
@@ -198,7 +192,7 @@ class Enforcement:
             return app(environ, start_response)
         request = self._parse(environ)
         call = self.check(principal, request)
-        if call.denied is None or call.waived is not None:
+        if call.denied is None:
             return app(environ, start_response)
         check, decision = call.denied
         return _denial(request.service, principal, check, decision, start_response)
@@ -212,9 +206,7 @@ class Enforcement:
         }
         checks = [_with_context(check, context_base) for check in checks_for(request)]
         decided = tuple((check, self._decide(principal, check, policies)) for check in checks)
-        denied = next((c for c, d in decided if not d.allowed), None)
-        waived = KNOWN_FINDINGS.get((principal.role_logical_id, denied.action)) if denied else None
-        call = CheckedCall(principal, f"{request.service}:{request.operation}", decided, waived)
+        call = CheckedCall(principal, f"{request.service}:{request.operation}", decided)
         with self._lock:
             self.calls.append(call)
         return call
