@@ -34,8 +34,6 @@ from scalelab_rehearsal.runtime import LambdaRuntime, install
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-# Requests from the rehearsal's own clients carry this, so injected API faults spare them.
-REHEARSAL_AGENT = "scalelab-rehearsal"
 # How often an idle server looks for a stop request (werkzeug's default is 0.5 s,
 # which every rehearsal would wait out once at its end).
 SERVER_POLL_SECONDS = 0.02
@@ -230,6 +228,7 @@ class Emulator:
         self.runtime: LambdaRuntime | None = None
         # IAM, enforced on every call a function or a state machine makes (iam/enforce.py).
         self.iam: Enforcement | None = None
+        self._function_names: set[str] = set()
         self._undo: list[Callable[[], None]] = []
         self._saved_environment: dict[str, str | None] = {}
 
@@ -324,7 +323,7 @@ class Emulator:
             service,
             endpoint_url=self.endpoint,
             region_name=REGION,
-            config=Config(user_agent_extra=REHEARSAL_AGENT, retries={"mode": "standard", "max_attempts": 5}),
+            config=Config(retries={"mode": "standard", "max_attempts": 5}),
         )
 
     def put_aws_events(self, entries: list[dict[str, Any]]) -> None:
@@ -354,7 +353,13 @@ class Emulator:
 
         return application
 
+    def is_function_call(self, environ: dict[str, Any]) -> bool:
+        """Whether one of the stack's Lambda functions made this request (signed with its role)."""
+        principal = self.iam.caller(environ) if self.iam is not None else None
+        return principal is not None and principal.session in self._function_names
+
     def _function_principal(self, fn: Any) -> Any:
+        self._function_names.add(fn.function_name)
         return self.iam.principal(fn.role, fn.function_name) if self.iam else None
 
     def _close_iam(self) -> None:

@@ -78,7 +78,7 @@ class World:
         self.stress = Stress(self.clock, scenario)
         self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
         self.front_door = FrontDoor(self.clock, self.health)
-        self.faults = ApiFaults(scenario, seed)
+        self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
         self._undo: list[Callable[[], None]] = []
         self._ticker: threading.Thread | None = None
 

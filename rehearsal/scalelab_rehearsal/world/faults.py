@@ -1,8 +1,9 @@
 """API faults: a scenario's share of the handlers' AWS calls answers throttling or a server error.
 
-Each fault is in the error format of the service that was called. The
-rehearsal's own calls, Step Functions' calls to Lambda and moto's own API are
-spared; the draws come from a seeded random, so a run is reproducible.
+Each fault is in the error format of the service that was called. Only the
+Lambda functions' calls are faulted (each signs with its own role's key, as in
+AWS): the state machines', the rehearsal's, a person's and moto's own API are
+spared. The draws come from a seeded random, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ from typing import Any
 
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
-from scalelab_rehearsal.emulator import REHEARSAL_AGENT
 from scalelab_rehearsal.world.scenarios import Scenario
 
 
 class ApiFaults:
     """The faults injected into the emulator's answers, at the scenario's ``api_fault_rate``."""
 
-    def __init__(self, scenario: Scenario, seed: int) -> None:
+    def __init__(
+        self, scenario: Scenario, seed: int, is_function_call: Callable[[dict[str, Any]], bool]
+    ) -> None:
         self.scenario = scenario
+        self.is_function_call = is_function_call
         self.random = random.Random(seed)  # noqa: S311 - reproducible faults, not secrets
         self.injected = 0
         # The handlers' calls get faults while this is on; whoever inspects the account
@@ -38,15 +41,8 @@ class ApiFaults:
         faults = self
 
         def call(self: DomainDispatcherApplication, environ: dict[str, Any], start_response: Any) -> Any:
-            agent = environ.get("HTTP_USER_AGENT", "")
-            path = environ.get("PATH_INFO", "")
-            # Spare the rehearsal's own calls and Step Functions' calls to Lambda.
-            spared = (
-                REHEARSAL_AGENT in agent
-                or path.startswith("/2015-03-31/functions")
-                or path.startswith("/moto-api")
-            )
-            if faults.enabled and not spared and faults.random.random() < faults.scenario.api_fault_rate:
+            faulted = faults.enabled and faults.is_function_call(environ)
+            if faulted and faults.random.random() < faults.scenario.api_fault_rate:
                 faults.injected += 1
                 status, content_type, body = _fault_response(environ, faults.random.random() < 0.5)
                 start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
