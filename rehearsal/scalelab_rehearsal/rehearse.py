@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -11,23 +12,26 @@ from pathlib import Path
 from typing import Any
 
 from scalelab_rehearsal import ROOT
+from scalelab_rehearsal.deploy import read_template
 from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.iam.enforce import CheckedCall
 from scalelab_rehearsal.iam.evaluator import Check, Decision
 from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
 
-# Short waits and deadlines so a lab takes seconds. They are measured by the
-# handlers and the state machine, in real seconds; what AWS does (boot, health
-# checks, the CPU alarm, the stress script's own duration) happens on the
-# simulated world's clock, ``speed`` times faster than real time.
-REHEARSAL_INPUT: dict[str, Any] = {
-    "timing": {"poll_seconds": 1},
-    "expectations": {
-        "healthy_within_seconds": 8,
-        "scale_out_within_seconds": 8,
-        "new_instance_healthy_within_seconds": 8,
-    },
+# What AWS does (boot, health checks, the CPU alarm, the stress script's own
+# duration) happens on the simulated world's clock, ``speed`` times faster than
+# real time; the handlers and the state machine measure their deadlines in real
+# seconds. So the template's deadlines are divided by the speed, and never
+# shorter than the few real seconds the handlers themselves take: a lab takes
+# seconds at the default speed, and real minutes at speed 1, as on AWS.
+DEADLINE_PARAMETERS = {
+    "healthy_within_seconds": "HealthyWithinSeconds",
+    "scale_out_within_seconds": "ScaleOutWithinSeconds",
+    "new_instance_healthy_within_seconds": "NewInstanceHealthyWithinSeconds",
 }
+MIN_DEADLINE_SECONDS = 8
+# Besides the deadlines: Prepare, Provision, Judge and Teardown, in real seconds.
+EXECUTION_SLACK_SECONDS = 120.0
 REPORTS_DIR = ROOT / ".rehearsal" / "reports"
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
 
@@ -55,9 +59,22 @@ class Outcome:
         return self.status == "SUCCEEDED" and bool(self.verdict and self.verdict.get("passed"))
 
 
-def merged_input(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The rehearsal's defaults, with a person's input laid over them section by section."""
-    merged = {section: dict(values) for section, values in REHEARSAL_INPUT.items()}
+def rehearsal_input(speed: float = DEFAULT_SPEED) -> dict[str, Any]:
+    """The run input of a rehearsal at ``speed``: a poll a second, the template's deadlines
+    in the world's time."""
+    parameters = read_template()["Parameters"]
+    return {
+        "timing": {"poll_seconds": 1},
+        "expectations": {
+            field: max(MIN_DEADLINE_SECONDS, math.ceil(int(parameters[name]["Default"]) / speed))
+            for field, name in DEADLINE_PARAMETERS.items()
+        },
+    }
+
+
+def merged_input(overrides: dict[str, Any] | None, speed: float = DEFAULT_SPEED) -> dict[str, Any]:
+    """The rehearsal's defaults at ``speed``, with a person's input laid over them section by section."""
+    merged = rehearsal_input(speed)
     for section, values in (overrides or {}).items():
         if isinstance(values, dict) and isinstance(merged.get(section), dict):
             merged[section].update(values)
@@ -153,15 +170,30 @@ def rehearse(
     speed: float | None = None,
     run_input: dict[str, Any] | None = None,
     on_event: Callable[[dict[str, Any]], None] | None = None,
-    timeout_seconds: float = 120.0,
+    timeout_seconds: float | None = None,
 ) -> Outcome:
-    """Rehearse one lab run end to end and return its outcome; the emulator is gone afterwards."""
+    """Rehearse one lab run end to end and return its outcome; the emulator is gone afterwards.
+
+    Without ``timeout_seconds``, the wait lasts as long as the run's deadlines allow, and then some.
+    """
     started = time.monotonic()
     chosen = scenario_named(scenario)
-    with Emulator() as emulator, World(emulator, chosen, speed or DEFAULT_SPEED):
-        execution_arn = start_execution(emulator, merged_input(run_input))
+    speed = speed or DEFAULT_SPEED
+    run = merged_input(run_input, speed)
+    if timeout_seconds is None:
+        timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)
+    with Emulator() as emulator, World(emulator, chosen, speed):
+        execution_arn = start_execution(emulator, run)
         description = wait_for(emulator, execution_arn, timeout_seconds, on_event)
         return collect(emulator, execution_arn, description, started)
+
+
+def _deadlines_total(run_input: dict[str, Any]) -> int:
+    """The run's three deadlines added up (what is not a number is the workflow's to reject)."""
+    expectations = run_input.get("expectations")
+    if not isinstance(expectations, dict):
+        return 0
+    return sum(value for value in expectations.values() if isinstance(value, int))
 
 
 def state_transitions(events: list[dict[str, Any]]) -> int:

@@ -400,3 +400,15 @@ def test_input_the_workflow_rejects_exits_2_naming_the_fields(
     assert "InvalidInput" in outcome["reason"]
     assert "lab" in outcome["reason"]
     assert "the run input was rejected" in captured.err
+
+
+def test_a_slower_world_clock_gives_the_same_verdict(
+    rehearsal_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 15 #10: the deadlines did not follow the speed, so a healthy lab failed at low speeds.
+    # At 12x the targets take about 8 s of real time to become healthy: past the old fixed 8 s.
+    code = cli.main(["rehearse", "--speed", "12"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "\nPASSED  passed: " in out

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import threading
 
+import boto3
 import pytest
+from botocore.config import Config
 from scalelab_rehearsal.rehearse import Outcome, merged_input
 
 from tests.support.account import tagged_resources
@@ -122,6 +124,24 @@ def test_throttling_and_server_errors_are_absorbed_by_retries(rehearsal: Rehears
     assert outcome.verdict is not None
     assert outcome.verdict["passed"] is True
     assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("flaky-api")
+def test_api_faults_hit_only_the_functions_calls(rehearsal: Rehearsal) -> None:
+    # Issue 15 #13: a person's (or a test's) own calls to the emulator were throttled too.
+    arn = rehearsal.start(merged_input(None), "wf-flaky-outsider")
+    # No retries: a single throttled answer fails the test.
+    ec2 = boto3.client(
+        "ec2", endpoint_url=rehearsal.emulator.endpoint, config=Config(retries={"total_max_attempts": 1})
+    )
+    try:
+        for _ in range(60):
+            ec2.describe_security_groups()
+    finally:
+        outcome = rehearsal.finish(arn)
+
+    assert rehearsal.world.faults_injected > 0
+    assert outcome.status == "SUCCEEDED", outcome.cause
 
 
 def test_bad_input_fails_in_prepare_naming_the_fields_and_creates_nothing(rehearsal: Rehearsal) -> None:
