@@ -11,7 +11,7 @@ import re
 from copy import copy
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from scalelab.contracts.base import (
     LAB_NAME_PATTERN,
@@ -96,7 +96,20 @@ class LaunchTemplateRef(InputModel):
     version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
 
 
-class LabInput(SectionInput):
+class LabShape(BaseModel):
+    """What a lab is, as a person asks for it and as Prepare resolves it (same rules in both)."""
+
+    name: LabName
+    instance_type: str = Field(min_length=1)
+    min_size: int = Field(ge=0)
+    desired_capacity: int = Field(ge=1)
+    max_size: int = Field(ge=1)
+    app_port: AppPort
+    health_path: HealthPath
+    cpu_target_percent: CpuPercent
+
+
+class LabInput(SectionInput, LabShape):
     DEFAULTS: ClassVar[dict[str, str]] = {
         "name": "lab_name",
         "instance_type": "instance_type",
@@ -109,14 +122,6 @@ class LabInput(SectionInput):
         "subnet_ids": "subnet_ids",
     }
 
-    name: LabName
-    instance_type: str
-    min_size: int = Field(ge=0)
-    desired_capacity: int = Field(ge=1)
-    max_size: int = Field(ge=1)
-    app_port: AppPort
-    health_path: HealthPath
-    cpu_target_percent: CpuPercent
     subnet_ids: list[str]
     launch_template: LaunchTemplateRef | None = None
 
@@ -227,17 +232,9 @@ class PrepareEvent(InputModel):
 # ---- what Prepare hands the later states -------------------------------------------
 
 
-class LabConfig(OutputModel):
+class LabConfig(OutputModel, LabShape):
     """The lab as Prepare resolved it. Provision builds exactly this, so it is checked again here."""
 
-    name: LabName
-    instance_type: str = Field(min_length=1)
-    min_size: int = Field(ge=0)
-    desired_capacity: int = Field(ge=1)
-    max_size: int = Field(ge=1)
-    app_port: AppPort
-    health_path: HealthPath
-    cpu_target_percent: CpuPercent
     # A load balancer needs subnets in two availability zones (Prepare checked which).
     subnet_ids: list[Annotated[str, Field(pattern=SUBNET_ID_PATTERN)]] = Field(min_length=2)
     vpc_id: str = Field(pattern=VPC_ID_PATTERN)

@@ -42,12 +42,14 @@ class KindSpec:
     id_is_arn: bool
     # The resource's tags, or None when it no longer exists.
     read_tags: Callable[[str], Tags | None]
-    # Deletes it; False while AWS is still deleting it.
-    delete: Callable[[str], bool]
+    # Asks AWS to delete it.
+    delete: Callable[[str], object]
     # Error codes meaning "it does not exist (any more)".
     not_found: frozenset[str]
     # Error codes meaning "AWS is still releasing something this depends on".
     still_releasing: frozenset[str]
+    # False where AWS deletes in the background: the resource is gone once it no longer reads.
+    deleted_at_once: bool = True
 
 
 # ---- reading tags and deleting, per API -----------------------------------------------------
@@ -59,13 +61,12 @@ def _group_tags(name: str) -> Tags | None:
     return tag_dict(found[0].get("Tags")) if found else None
 
 
-def _delete_group(name: str) -> bool:
+def _delete_group(name: str) -> None:
     autoscaling = client("autoscaling")
     groups = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
     if groups and groups[0].get("Status") != "Delete in progress":
         # ForceDelete terminates the instances with the group.
         autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
-    return not autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"]
 
 
 def _instance_tags(instance_id: str) -> Tags | None:
@@ -76,29 +77,9 @@ def _instance_tags(instance_id: str) -> Tags | None:
     return tag_dict(instances[0].get("Tags"))
 
 
-def _terminate_instance(instance_id: str) -> bool:
-    client("ec2").terminate_instances(InstanceIds=[instance_id])
-    return True
-
-
 def elb_tags(arn: str) -> Tags | None:
     descriptions = client("elbv2").describe_tags(ResourceArns=[arn])["TagDescriptions"]
     return tag_dict(descriptions[0]["Tags"]) if descriptions else None
-
-
-def _delete_listener(arn: str) -> bool:
-    client("elbv2").delete_listener(ListenerArn=arn)
-    return True
-
-
-def _delete_load_balancer(arn: str) -> bool:
-    client("elbv2").delete_load_balancer(LoadBalancerArn=arn)
-    return True
-
-
-def _delete_target_group(arn: str) -> bool:
-    client("elbv2").delete_target_group(TargetGroupArn=arn)
-    return True
 
 
 def _launch_template_tags(template_id: str) -> Tags | None:
@@ -106,19 +87,9 @@ def _launch_template_tags(template_id: str) -> Tags | None:
     return tag_dict(templates[0].get("Tags")) if templates else None
 
 
-def _delete_launch_template(template_id: str) -> bool:
-    client("ec2").delete_launch_template(LaunchTemplateId=template_id)
-    return True
-
-
 def _security_group_tags(group_id: str) -> Tags | None:
     groups = client("ec2").describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
     return tag_dict(groups[0].get("Tags")) if groups else None
-
-
-def _delete_security_group(group_id: str) -> bool:
-    client("ec2").delete_security_group(GroupId=group_id)
-    return True
 
 
 # ---- the registry -----------------------------------------------------------------------------
@@ -135,13 +106,13 @@ def _security_group(kind: Kind, tagging_type: str | None) -> KindSpec:
         arn_resource="security-group" if tagging_type else None,
         id_is_arn=False,
         read_tags=_security_group_tags,
-        delete=_delete_security_group,
+        delete=lambda group_id: client("ec2").delete_security_group(GroupId=group_id),
         not_found=_SECURITY_GROUP_NOT_FOUND,
         still_releasing=_SECURITY_GROUP_IN_USE,
     )
 
 
-def _elb_kind(kind: Kind, arn_resource: str, delete: Callable[[str], bool], not_found: str) -> KindSpec:
+def _elb_kind(kind: Kind, arn_resource: str, delete: Callable[[str], object], not_found: str) -> KindSpec:
     return KindSpec(
         kind=kind,
         tagging_type=f"elasticloadbalancing:{arn_resource}",
@@ -154,40 +125,74 @@ def _elb_kind(kind: Kind, arn_resource: str, delete: Callable[[str], bool], not_
     )
 
 
+def _untagged_api_kind(
+    kind: Kind,
+    read_tags: Callable[[str], Tags | None],
+    delete: Callable[[str], object],
+    *,
+    not_found: frozenset[str],
+    still_releasing: frozenset[str],
+    deleted_at_once: bool = True,
+) -> KindSpec:
+    """A kind the Tagging API does not list (the janitor finds it through its own API)."""
+    return KindSpec(
+        kind=kind,
+        tagging_type=None,
+        arn_resource=None,
+        id_is_arn=False,
+        read_tags=read_tags,
+        delete=delete,
+        not_found=not_found,
+        still_releasing=still_releasing,
+        deleted_at_once=deleted_at_once,
+    )
+
+
 # Dependency order for deletion: the group (and its instances) first, the security groups
 # last, the instances' group before the load balancer's, which it references. Creation is
 # the reverse.
 TEARDOWN_ORDER: tuple[KindSpec, ...] = (
-    KindSpec(
-        kind=Kind.AUTO_SCALING_GROUP,
-        tagging_type=None,
-        arn_resource=None,
-        id_is_arn=False,
-        read_tags=_group_tags,
-        delete=_delete_group,
+    _untagged_api_kind(
+        Kind.AUTO_SCALING_GROUP,
+        _group_tags,
+        _delete_group,
         not_found=frozenset(),
         still_releasing=frozenset({"ScalingActivityInProgress", "ResourceInUse", "ResourceInUseFault"}),
+        # The group takes its instances with it, over minutes: gone once Auto Scaling no longer lists it.
+        deleted_at_once=False,
     ),
-    KindSpec(
-        kind=Kind.INSTANCE,
-        tagging_type=None,
-        arn_resource=None,
-        id_is_arn=False,
-        read_tags=_instance_tags,
-        delete=_terminate_instance,
+    _untagged_api_kind(
+        Kind.INSTANCE,
+        _instance_tags,
+        lambda instance_id: client("ec2").terminate_instances(InstanceIds=[instance_id]),
         not_found=frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"}),
         still_releasing=frozenset(),
     ),
-    _elb_kind(Kind.LISTENER, "listener", _delete_listener, "ListenerNotFound"),
-    _elb_kind(Kind.LOAD_BALANCER, "loadbalancer", _delete_load_balancer, "LoadBalancerNotFound"),
-    _elb_kind(Kind.TARGET_GROUP, "targetgroup", _delete_target_group, "TargetGroupNotFound"),
+    _elb_kind(
+        Kind.LISTENER,
+        "listener",
+        lambda arn: client("elbv2").delete_listener(ListenerArn=arn),
+        "ListenerNotFound",
+    ),
+    _elb_kind(
+        Kind.LOAD_BALANCER,
+        "loadbalancer",
+        lambda arn: client("elbv2").delete_load_balancer(LoadBalancerArn=arn),
+        "LoadBalancerNotFound",
+    ),
+    _elb_kind(
+        Kind.TARGET_GROUP,
+        "targetgroup",
+        lambda arn: client("elbv2").delete_target_group(TargetGroupArn=arn),
+        "TargetGroupNotFound",
+    ),
     KindSpec(
         kind=Kind.LAUNCH_TEMPLATE,
         tagging_type="ec2:launch-template",
         arn_resource="launch-template",
         id_is_arn=False,
         read_tags=_launch_template_tags,
-        delete=_delete_launch_template,
+        delete=lambda template_id: client("ec2").delete_launch_template(LaunchTemplateId=template_id),
         not_found=frozenset({"InvalidLaunchTemplateId.NotFound", "InvalidLaunchTemplateId.Malformed"}),
         still_releasing=frozenset(),
     ),
@@ -236,7 +241,9 @@ def delete_owned(ref: ResourceRef, run_id: str) -> Deletion:
             return Deletion.REMOVED
         if not owned_by(tags, run_id):
             return Deletion.REFUSED
-        return Deletion.REMOVED if spec.delete(ref.id) else Deletion.PENDING
+        spec.delete(ref.id)
+        gone = spec.deleted_at_once or spec.read_tags(ref.id) is None
+        return Deletion.REMOVED if gone else Deletion.PENDING
     except ClientError as exc:
         code = error_code(exc)
         if code in spec.not_found:

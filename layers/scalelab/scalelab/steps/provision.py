@@ -8,6 +8,7 @@ neither fails on "already exists" nor creates a second copy.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +85,16 @@ class Ingress:
 
     def __str__(self) -> str:
         return f"tcp port {self.port} from {self.source}"
+
+
+def _unless_not_found(code: str, describe: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """What ``describe`` answers, or None when AWS answers ``code`` (nothing of that name)."""
+    try:
+        return describe()
+    except ClientError as exc:
+        if error_code(exc) != code:
+            raise
+    return None
 
 
 def _port_range(low: Any, high: Any) -> str:
@@ -285,12 +296,10 @@ class Provisioner:
 
     def target_group(self) -> str:
         lab = self.config.lab
-        try:
-            existing = self.elbv2.describe_target_groups(Names=[self.names.target_group])
-        except ClientError as exc:
-            if error_code(exc) != "TargetGroupNotFound":
-                raise
-        else:
+        existing = _unless_not_found(
+            "TargetGroupNotFound", lambda: self.elbv2.describe_target_groups(Names=[self.names.target_group])
+        )
+        if existing is not None:
             arn: str = existing["TargetGroups"][0]["TargetGroupArn"]
             self._record(Kind.TARGET_GROUP, arn, elb_tags(arn), created=False)
             return arn
@@ -319,12 +328,11 @@ class Provisioner:
         return arn
 
     def load_balancer(self, alb_sg: str) -> dict[str, Any]:
-        try:
-            existing = self.elbv2.describe_load_balancers(Names=[self.names.load_balancer])
-        except ClientError as exc:
-            if error_code(exc) != "LoadBalancerNotFound":
-                raise
-        else:
+        existing = _unless_not_found(
+            "LoadBalancerNotFound",
+            lambda: self.elbv2.describe_load_balancers(Names=[self.names.load_balancer]),
+        )
+        if existing is not None:
             found: dict[str, Any] = existing["LoadBalancers"][0]
             arn = found["LoadBalancerArn"]
             self._record(Kind.LOAD_BALANCER, arn, elb_tags(arn), created=False)
