@@ -387,3 +387,39 @@ def test_a_lambda_timing_out_leaves_nothing(
 
     assert outcome["faults"] >= 1
     assert_nothing_left(emulator, outcome)
+
+
+def test_labs_at_once_one_failing_in_provision_leave_nothing(emulator: Emulator) -> None:
+    # Issue 15: labs run at once, one of them failing halfway, touch nothing of each other's.
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    labs = ("matrix-at-once-a", "matrix-at-once-b", "matrix-at-once-c")
+    failing = labs[1]
+    provision, _ = _function(emulator, "Provision")
+    injected: list[str] = []
+
+    def fault(function: str, event: Any) -> Exception | None:
+        if function == provision and isinstance(event, dict) and event.get("lab", {}).get("name") == failing:
+            injected.append(function)
+            return RuntimeError("injected fault in one lab's Provision")
+        return None
+
+    emulator.runtime.faults = fault
+    try:
+        with World(emulator, PASS, DEFAULT_SPEED):
+            arns = {lab: start_execution(emulator, merged_input({"lab": {"name": lab}}), lab) for lab in labs}
+            statuses = {
+                lab: wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)["status"]
+                for lab, arn in arns.items()
+            }
+            settle(emulator)
+    finally:
+        emulator.runtime.faults = lambda _function, _event: None
+    swept = sweep(emulator)
+    settle(emulator)
+    TALLY.runs += len(labs)
+    TALLY.faults += len(injected)
+
+    assert injected
+    assert statuses == {labs[0]: "SUCCEEDED", failing: "FAILED", labs[2]: "SUCCEEDED"}
+    assert_nothing_left(emulator, {"swept": swept})
