@@ -35,6 +35,7 @@ from scalelab.core.errors import (
     NoInstancesInService,
     NoScaleOut,
     ScaleOutFailed,
+    ScaleOutTooSlow,
     TargetsNotHealthy,
 )
 from scalelab.core.naming import run_id_from_execution
@@ -244,7 +245,7 @@ def valid_run_inputs(draw: st.DrawFn) -> dict[str, Any]:
             optional={
                 "lab": st.just(lab),
                 "stress": st.fixed_dictionaries(
-                    {}, optional={"duration_seconds": st.integers(30, STRESS_CAP)}
+                    {}, optional={"duration_seconds": st.integers(180, STRESS_CAP)}
                 ),
                 "expectations": st.fixed_dictionaries(
                     {}, optional={name: st.integers(1, DEADLINE_MAX) for name in EXPECTATIONS}
@@ -558,7 +559,7 @@ CONTRACT_ERRORS: dict[str, tuple[type[Exception], ...]] = {
     # The sample's group has no instances in the emulated account.
     "StartStressFunction": (NoInstancesInService,),
     # Nor any scaling activity, and no event was logged for the sample run.
-    "CheckScaleOutFunction": (NoScaleOut, ScaleOutFailed),
+    "CheckScaleOutFunction": (NoScaleOut, ScaleOutFailed, ScaleOutTooSlow),
 }
 
 

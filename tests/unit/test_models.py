@@ -52,13 +52,13 @@ def test_empty_input_takes_every_default_from_the_template_parameters() -> None:
 
 def test_a_changed_parameter_changes_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     apply_function_environment(
-        monkeypatch, "PrepareRunFunction", {"InstanceType": "t3.small", "StressDurationSeconds": 120}
+        monkeypatch, "PrepareRunFunction", {"InstanceType": "t3.small", "StressDurationSeconds": 240}
     )
 
     run = parse({})
 
     assert run.lab.instance_type == "t3.small"
-    assert run.stress.duration_seconds == 120
+    assert run.stress.duration_seconds == 240
 
 
 def test_given_fields_override_defaults() -> None:
@@ -92,7 +92,12 @@ def test_given_fields_override_defaults() -> None:
         ({"lab": {"subnet_ids": ["vpc-123"]}}, "lab.subnet_ids", "not subnet ids"),
         ({"lab": {"launch_template": {"version": "2"}}}, "lab.launch_template.name", "Field required"),
         ({"stress": {"duration_seconds": 100_000}}, "stress.duration_seconds", "StressDurationCapSeconds"),
-        ({"stress": {"duration_seconds": 5}}, "stress.duration_seconds", "greater than or equal to 30"),
+        # Issue 15: shorter than the scale-out alarm's 3 one-minute datapoints, it could never pass.
+        (
+            {"stress": {"duration_seconds": 179}},
+            "stress.duration_seconds",
+            "scale-out alarm needs to fire (180 s",
+        ),
         (
             {"expectations": {"healthy_within_seconds": 0}},
             "expectations.healthy_within_seconds",

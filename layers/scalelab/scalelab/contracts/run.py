@@ -30,6 +30,9 @@ AppPort = Annotated[int, Field(ge=1024, le=65535)]
 # No quote or shell-special character: the path is written into the instances' user data.
 HealthPath = Annotated[str, Field(pattern=r"^/[A-Za-z0-9._~/-]{0,1023}$")]
 CpuPercent = Annotated[float, Field(gt=0, lt=100)]
+# Target tracking's scale-out alarm fires after 3 one-minute datapoints above the target
+# (detailed monitoring): a shorter stress can never scale the group out.
+SCALE_OUT_ALARM_SECONDS = 180
 
 
 def check_group_sizes(min_size: int, desired_capacity: int, max_size: int) -> None:
@@ -161,11 +164,17 @@ class LabInput(SectionInput, LabShape):
 class StressInput(SectionInput):
     DEFAULTS: ClassVar[dict[str, str]] = {"duration_seconds": "stress_seconds"}
 
-    duration_seconds: int = Field(ge=30)
+    duration_seconds: int
 
     @field_validator("duration_seconds")
     @classmethod
-    def _duration_capped(cls, value: int, info: ValidationInfo) -> int:
+    def _duration_within_reason(cls, value: int, info: ValidationInfo) -> int:
+        if value < SCALE_OUT_ALARM_SECONDS:
+            raise ValueError(
+                f"{value} s is shorter than target tracking's scale-out alarm needs to fire "
+                f"({SCALE_OUT_ALARM_SECONDS} s: 3 one-minute datapoints above the target), so the "
+                f"group could never scale out; stress for at least {SCALE_OUT_ALARM_SECONDS} s"
+            )
         return _at_most(value, defaults_of(info).stress_seconds_cap, "StressDurationCapSeconds")
 
 
