@@ -252,6 +252,8 @@ def record_activity(group: FakeAutoScalingGroup, **fields: Any) -> dict[str, Any
         "Progress": 100,
         **fields,
     }
+    if activity["StatusCode"] not in ("Successful", "Failed", "Cancelled"):
+        del activity["EndTime"]  # still under way: it has not ended
     activities_of(group).append(activity)
     return activity
 

@@ -44,7 +44,7 @@ from scalelab.contracts.scaleout import (
     ScalingEventResult,
 )
 from scalelab.core import aws
-from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed
+from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed, ScaleOutTooSlow
 from scalelab.core.settings import TableSettings
 from scalelab.steps.scaleout import await_scale_out, check_scale_out, on_scaling_event
 from scalelab.store.runs import RunTable
@@ -802,3 +802,18 @@ def test_event_text_is_kept_as_data_bounded_and_without_control_characters(
     assert len(entry["status_message"]) == 1000
     assert "\n" not in entry["status_message"]
     assert "\x1b" not in entry["status_message"]
+
+
+def test_a_launch_still_under_way_at_the_deadline_is_too_slow_not_absent(
+    lab: ProvisionResult, table: ScaleOutTable
+) -> None:
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    moto_fixes.record_activity(
+        _group(lab.auto_scaling_group_name),
+        Description="Launching a new EC2 instance",
+        Cause="At 2026-01-15T10:03:55Z a monitor alarm changing the desired capacity from 2 to 3.",
+        StatusCode="PreInService",
+    )
+
+    with pytest.raises(ScaleOutTooSlow, match=r"still under way \(PreInService\) when the 900 s were up"):
+        check_scale_out(check, table)

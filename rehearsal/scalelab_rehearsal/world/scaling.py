@@ -110,6 +110,14 @@ class Scaling:
             return
         state.launching = True
         if self.scenario.launch_delay:
+            # The alarm asked for the instance now; the launch stays under way for the delay.
+            moto_fixes.record_activity(
+                group,
+                Description="Launching a new EC2 instance",
+                Cause=_alarm_cause(backend, name, group.desired_capacity, group.desired_capacity + 1),
+                StatusCode="InProgress",
+                Progress=30,
+            )
             # Not one of the clock's timers: it is not cancelled when the world stops, and
             # _launch does nothing once it has.
             threading.Timer(

@@ -55,5 +55,9 @@ class ScaleOutFailed(ScalelabError):
     """Auto Scaling tried to scale out, and every launch failed (the message holds AWS's reasons)."""
 
 
+class ScaleOutTooSlow(ScalelabError):
+    """The scaling policy asked for an instance, but its launch was still under way at the deadline."""
+
+
 class NoScaleOut(ScalelabError):
     """By the deadline, neither an event nor the group's scaling activities showed a scale-out."""

@@ -51,7 +51,7 @@ from scalelab.contracts.scaleout import (
 )
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
-from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed
+from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed, ScaleOutTooSlow
 from scalelab.core.naming import PREFIX
 from scalelab.core.observability import logger
 from scalelab.store.items import LoggedEvent, Waiter
@@ -76,6 +76,20 @@ LAUNCHING = "Launching a new EC2 instance"
 INSTANCE_LAUNCHED = re.compile(r"Launching a new EC2 instance: (i-[0-9a-f]+)")
 SUCCESSFUL = "Successful"
 FAILED_STATUSES = frozenset({"Failed", "Cancelled"})
+# An activity's status while its instance is still being launched (Auto Scaling API reference).
+UNDER_WAY_STATUSES = frozenset(
+    {
+        "PendingSpotBidPlacement",
+        "WaitingForSpotInstanceRequestId",
+        "WaitingForSpotInstanceId",
+        "WaitingForInstanceId",
+        "PreInService",
+        "InProgress",
+        "WaitingForELBConnectionDraining",
+        "MidLifecycleAction",
+        "WaitingForInstanceWarmup",
+    }
+)
 # Enough history for one run's wait (Auto Scaling keeps six weeks of activities).
 MAX_ACTIVITIES = 100
 # The reasons a verdict quotes; the report has the activities themselves.
@@ -304,6 +318,22 @@ def check_scale_out(event: CheckScaleOutEvent, table: ScaleOutTable) -> ScaleOut
             f"{_launches(len(failed))} failed within {event.waited_seconds} s and none succeeded; AWS said: "
             + "; ".join(f"{reason!r}" for reason in reasons[:MAX_REASONS])
             + (f" (and {len(reasons) - MAX_REASONS} more)" if len(reasons) > MAX_REASONS else "")
+        )
+    under_way = [
+        activity
+        for activity in activities
+        if activity.status_code in UNDER_WAY_STATUSES
+        and activity.start_time is not None
+        and activity.start_time >= event.stress_started_at
+        and grew_beyond(activity.cause, event.desired_capacity)
+    ]
+    if under_way:
+        started = min(activity.start_time for activity in under_way if activity.start_time is not None)
+        asked_after = int((started - event.stress_started_at).total_seconds())
+        raise ScaleOutTooSlow(
+            f"the scaling policy asked for an instance {asked_after} s after the stress started, but "
+            f"its launch was still under way ({under_way[0].status_code}) when the "
+            f"{event.waited_seconds} s were up"
         )
     raise NoScaleOut(
         f"no scale-out within {event.waited_seconds} s: neither an Auto Scaling event nor the group's "

@@ -69,10 +69,14 @@ def _with_error(run: JudgeEvent, detail: str) -> str:
     )
 
 
+# What CheckScaleOut found at the deadline, when it was more than "nothing happened".
+SCALE_OUT_FINDINGS = {"ScaleOutFailed": "scale-out failed", "ScaleOutTooSlow": "scale-out too slow"}
+
+
 def _scale_out_missing(run: JudgeEvent, describe_group: GroupLookup) -> str:
     within = run.config.expectations.scale_out_within_seconds
-    if run.error is not None and run.error.error == "ScaleOutFailed":
-        return f"scale-out failed: {run.error.message or 'no reason given'}"
+    if run.error is not None and run.error.error in SCALE_OUT_FINDINGS:
+        return f"{SCALE_OUT_FINDINGS[run.error.error]}: {run.error.message or 'no reason given'}"
     state = describe_group(run.config.names.auto_scaling_group)
     if state is None:
         return _with_error(run, f"no scale-out within {within} s")
