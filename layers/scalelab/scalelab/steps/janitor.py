@@ -29,8 +29,6 @@ from scalelab.steps.teardown import teardown_lab
 from scalelab.store.items import RunRecord
 from scalelab.store.runs import RunTable
 
-ENDED_ABNORMALLY = ("ABORTED", "TIMED_OUT", "FAILED")
-
 
 def close_run(
     execution_name: str,
