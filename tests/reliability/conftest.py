@@ -1,9 +1,8 @@
-"""The fault-injection matrix's account, how to wait for it to settle, and the tally for the summary line."""
+"""The fault-injection matrix's account, its sweep, and the tally for the summary line."""
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,6 @@ from scalelab.core.naming import RUN_TAG
 from scalelab.resources.discovery import LIVE_INSTANCE_STATES
 
 # Every run, its cleanup and the sweep end well within this.
-SETTLE_DEADLINE_SECONDS = 120.0
 
 
 @dataclass
@@ -78,29 +76,6 @@ def table_items(emulator: Emulator, sort_key: str) -> list[dict[str, Any]]:
         ConsistentRead=True,
     )["Items"]
     return list(items)
-
-
-def settle(emulator: Emulator) -> None:
-    """Wait until no lab or cleanup execution runs and no Lambda is still busy."""
-    assert emulator.stack is not None
-    sfn = emulator.client("stepfunctions")
-    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
-    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        running = [
-            execution
-            for machine in machines
-            for execution in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
-                "executions"
-            ]
-        ]
-        if not running and emulator.runtime is not None and emulator.runtime.in_flight == 0:
-            # An execution that just ended puts its status change event; let its cleanup start.
-            time.sleep(0.3)
-            if not sfn.list_executions(stateMachineArn=machines[1], statusFilter="RUNNING")["executions"]:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
 
 
 def sweep(emulator: Emulator) -> dict[str, Any]:

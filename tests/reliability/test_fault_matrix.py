@@ -32,7 +32,8 @@ from scalelab_rehearsal.runtime import LambdaTimedOut
 from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, Scenario, World
 
 from scalelab.steps.janitor import execution_arn
-from tests.reliability.conftest import TALLY, everything_tagged, settle, sweep, table_items
+from tests.reliability.conftest import TALLY, everything_tagged, sweep, table_items
+from tests.support.emulated import settle
 from tests.support.template import ROOT, resource
 
 EXECUTION_DEADLINE_SECONDS = 120.0

@@ -27,10 +27,10 @@ from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
 from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
 from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, World, scenario_named
 
+from tests.support.emulated import settle
 from tests.workflow.conftest import IAM_LINES
 
 EXECUTION_DEADLINE_SECONDS = 90.0
-SETTLE_DEADLINE_SECONDS = 60.0
 # How long one side of the scale-out meeting is held for the other (well within the run's deadline).
 ORDERING_DEADLINE_SECONDS = 5.0
 
@@ -85,34 +85,11 @@ class Statement:
         return f"{self.role} {self.policy}#{self.label} ({', '.join(self.actions)})"
 
 
-def _settle(emulator: Emulator) -> None:
-    """Wait until no lab or cleanup execution runs and no Lambda is busy."""
-    assert emulator.stack is not None
-    sfn = emulator.client("stepfunctions")
-    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
-    deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
-    while time.monotonic() < deadline:
-        running = [
-            execution
-            for machine in machines
-            for execution in sfn.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
-                "executions"
-            ]
-        ]
-        if not running and emulator.runtime is not None and emulator.runtime.in_flight == 0:
-            # An execution that just ended puts its status change event: let its cleanup start.
-            time.sleep(0.3)
-            if not sfn.list_executions(stateMachineArn=machines[1], statusFilter="RUNNING")["executions"]:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
-
-
 def _run(emulator: Emulator, scenario: str, lab: str) -> None:
     with World(emulator, scenario_named(scenario), DEFAULT_SPEED):
         arn = start_execution(emulator, merged_input({"lab": {"name": lab}}))
         wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
-        _settle(emulator)
+        settle(emulator)
 
 
 def _finished(emulator: Emulator, function: str) -> int:
