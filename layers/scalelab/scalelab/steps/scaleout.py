@@ -294,7 +294,8 @@ def check_scale_out(event: CheckScaleOutEvent, table: ScaleOutTable) -> ScaleOut
 
     Events are best effort (EventBridge may lose or delay them), the activities are Auto Scaling's
     own record: a scale-out seen only there still counts. Without one, the launches that failed
-    give AWS's reasons (ScaleOutFailed); with none at all, NoScaleOut.
+    give AWS's reasons (ScaleOutFailed), a launch still under way is ScaleOutTooSlow, and with
+    none at all, NoScaleOut.
     """
     logger.append_keys(run_id=event.run_id)
     activities = launch_activities(event.auto_scaling_group_name)
