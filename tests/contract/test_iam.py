@@ -112,14 +112,11 @@ EXCEPTIONS = [
         "role launches the instances and the group tags them. The request tags of that check are not "
         "documented, so the statement is narrowed by ec2:LaunchTemplate instead.",
     ),
-    *(
-        Exemption(
-            f"states:{action}",
-            "*",
-            frozenset(),
-            f"{NO_RESOURCE_TYPE} The task token names the one task it completes.",
-        )
-        for action in ("SendTaskSuccess", "SendTaskFailure")
+    Exemption(
+        "states:SendTaskSuccess",
+        "*",
+        frozenset(),
+        f"{NO_RESOURCE_TYPE} The task token names the one task it completes.",
     ),
     Exemption(
         "ssm:CancelCommand",
