@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import boto3
 import pytest
 from botocore.config import Config
 from scalelab_rehearsal.rehearse import Outcome, merged_input
 
+from scalelab.core.naming import run_id_from_execution
 from tests.support.account import tagged_resources
 from tests.workflow.conftest import Rehearsal
 
 LAUNCH_OK = "EC2 Instance Launch Successful"
 LAUNCH_FAILED = "EC2 Instance Launch Unsuccessful"
+# A run's Prepare takes its lab's lock within a second or two.
+LOCK_DEADLINE_SECONDS = 30.0
 
 
 def assert_nothing_left(rehearsal: Rehearsal, outcome: Outcome) -> None:
@@ -198,6 +202,11 @@ def test_execution_names_differing_only_in_case_are_two_runs_that_never_touch_ea
     # Issue 15 #1: "victim-X" shared "Victim-X"'s run id, so its rejection's cleanup deleted
     # the running lab, and a valid second run adopted it.
     victim = rehearsal.start(merged_input(None), "Victim-X")
+    # The others start once Victim-X holds the lab, so which run gets the lock is not a race.
+    holds_the_lab = time.monotonic() + LOCK_DEADLINE_SECONDS
+    while rehearsal.lock_holder() != run_id_from_execution("Victim-X"):
+        assert time.monotonic() < holds_the_lab, "Victim-X never took the lab's lock"
+        time.sleep(0.05)
     rejected = rehearsal.start({"foo": 1}, "victim-X")
     same_lab = rehearsal.start(merged_input(None), "VICTIM-X")
 
