@@ -166,15 +166,23 @@ def _scaled_out(emulated_account: EmulatedAccount) -> bool:
     return False
 
 
+def _after_the_scale_out(
+    run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount, sample_name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stress's result once the world has scaled the group out, and the sample event with the
+    instances the stress was sent to."""
+    stress = earlier(run, "StartStressFunction")
+    assert _scaled_out(emulated_account), f"the group did not scale out within {SCALE_OUT_DEADLINE_SECONDS} s"
+    return stress, sample(sample_name) | {"instances_before": stress["instance_ids"]}
+
+
 def test_await_scale_out_finds_the_scale_out_and_hands_over_its_token(
     local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
 ) -> None:
     # Given the stress made the emulated world scale the group out (its launch event
     # reached the deployed OnScalingEvent function in the emulator) ...
-    stress = earlier(run, "StartStressFunction")
-    assert _scaled_out(emulated_account), f"the group did not scale out within {SCALE_OUT_DEADLINE_SECONDS} s"
+    _, event = _after_the_scale_out(run, emulated_account, "await_scale_out.json")
 
-    event = sample("await_scale_out.json") | {"instances_before": stress["instance_ids"]}
     invocation = local_invoke("AwaitScaleOutFunction", event)
 
     # ... the wait completes at once; the sample's token is not one Step Functions
@@ -190,9 +198,7 @@ def test_await_scale_out_finds_the_scale_out_and_hands_over_its_token(
 def test_check_scale_out_finds_the_launch_in_the_log_and_the_groups_activities(
     local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
 ) -> None:
-    stress = earlier(run, "StartStressFunction")
-    assert _scaled_out(emulated_account), f"the group did not scale out within {SCALE_OUT_DEADLINE_SECONDS} s"
-    event = sample("check_scale_out.json") | {"instances_before": stress["instance_ids"]}
+    stress, event = _after_the_scale_out(run, emulated_account, "check_scale_out.json")
 
     invocation = local_invoke("CheckScaleOutFunction", event)
 
