@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from scalelab_rehearsal import ROOT
+from scalelab_rehearsal import ROOT, operate
 from scalelab_rehearsal.iam.enforce import iam_summary
 from scalelab_rehearsal.progress import LiveProgress, PlainProgress, Progress, seconds_text, tracked
 
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"world clock speed (default: {speed_default})",
     )
     emulator.set_defaults(handler=_emulator)
+    operate.add_commands(commands, _HelpFormatter, _run_input)
     return parser
 
 
