@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=_HelpFormatter,
         description="scalelab's offline rehearsal: the real state machine and handlers on emulated AWS "
-        "(moto, on 127.0.0.1), no AWS account needed.",
+        "(moto, on 127.0.0.1), no AWS account needed; and the commands for the stack `sam deploy` made "
+        "(run, status, runs, report, sweep), with your AWS credentials.",
     )
     commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 

@@ -349,7 +349,11 @@ class RunView:
                 return f"{recorded}; but then the execution ended {self._execution_end()}"
             return str(recorded)
         if self.running:
-            return "the run is still running"
+            phase = tracked(self.history).current
+            where = (
+                f": {phase.spec.label} since {_local(phase.started_at)}" if phase and phase.started_at else ""
+            )
+            return f"the run is still running{where}"
         return f"the execution ended {self._execution_end()} without a verdict"
 
     def _execution_end(self) -> str:
@@ -521,14 +525,16 @@ def _seconds_cell(seconds: float | None) -> str:
     return "" if seconds is None else seconds_text(seconds)
 
 
-def print_run(view: RunView, out: Console) -> None:
-    """The verdict and its reason, then where the run is: execution, phases, resources, report."""
+def print_run(view: RunView, out: Console, phases: bool = True) -> None:
+    """The verdict and its reason, then where the run is: execution, resources, report, and its
+    phases unless they were just shown live."""
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
 
     styles = {"passed": "bold green", "running": "bold cyan"}
     out.print()
-    headline = Text(f"{view.status.upper():<8}", style=styles.get(view.status, "bold red"))
+    # Aligned as `scalelab rehearse` prints it: "PASSED  reason".
+    headline = Text(f"{view.status.upper():<7} ", style=styles.get(view.status, "bold red"))
     headline.append(f"{view.reason}", style="")
     out.print(headline)
     out.print()
@@ -548,17 +554,18 @@ def print_run(view: RunView, out: Console) -> None:
         lines.append(("Resources", f"{len(resources)} still recorded in the ledger"))
     elif view.record and view.record.get("torn_down_at"):
         lines.append(("Resources", f"none left (torn down {_iso_of_epoch(view.record['torn_down_at'])})"))
-    lines.append(("Report", view.report_uri or "none yet (Judge writes it)"))
+    no_report = "none yet (Judge writes it)" if view.running else "none (the run ended without a verdict)"
+    lines.append(("Report", view.report_uri or no_report))
     for label, value in lines:
         out.print(f"{label:<10} {value}")
     for kind, physical in sorted(resources.items()):
         out.print(f"  {kind:<24} {physical}")
-    phases = tracked(view.history).timeline()
-    if phases:
+    timeline = tracked(view.history).timeline() if phases else []
+    if timeline:
         table = Table(title=None, box=None, pad_edge=False, show_header=True, header_style="bold")
         for column in ("phase", "took", "from", "to", ""):
             table.add_column(column, justify="right" if column == "took" else "left")
-        for phase in phases:
+        for phase in timeline:
             table.add_row(
                 phase["name"],
                 seconds_text(phase["seconds"]),
@@ -788,7 +795,7 @@ def _run(args: argparse.Namespace, stack: Stack) -> int:
     if args.json:
         _write_json(result.as_json(), out)
     else:
-        print_run(result, shown)
+        print_run(result, shown, phases=False)
     if result.rejected:
         err.write(f"{PROG} run: the run input was rejected (the reason names the fields); fix them\n")
         return EXIT_USAGE

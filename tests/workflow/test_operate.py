@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ def scalelab(rehearsal: Rehearsal, capsys: pytest.CaptureFixture[str]) -> Any:
     and their output so far is set aside, so that a command's output is its own.
     """
 
-    def command(*argv: str) -> Said:
-        settle(rehearsal.emulator)
+    def command(*argv: str, settled: bool = True) -> Said:
+        if settled:
+            settle(rehearsal.emulator)
         capsys.readouterr()
         code = cli.main([*argv, "--endpoint-url", rehearsal.emulator.endpoint])
         captured = capsys.readouterr()
@@ -205,11 +207,30 @@ def test_input_the_workflow_rejects_exits_2_naming_the_fields(scalelab: Any, tmp
 
 
 def test_no_follow_starts_the_run_and_status_finds_it_unknown_runs_and_stacks_exit_2(
-    scalelab: Any, run_input: Path
+    rehearsal: Rehearsal, scalelab: Any, run_input: Path
 ) -> None:
-    started = scalelab("run", "--input", str(run_input), "--name", "later-1", "--no-follow", "--json")
-    assert started.code == 0
-    assert started.json()["run_id"] == "later-1"
+    runtime, stack = rehearsal.emulator.runtime, rehearsal.emulator.stack
+    assert runtime is not None
+    assert stack is not None
+    judging, judge = threading.Event(), threading.Event()
+
+    def hold_judge(function: str, _event: Any) -> None:
+        if function == stack.resources["JudgeRunFunction"]:
+            judging.set()
+            judge.wait(30)
+
+    runtime.listeners.append(hold_judge)
+    try:
+        started = scalelab("run", "--input", str(run_input), "--name", "later-1", "--no-follow", "--json")
+        assert started.code == 0
+        assert started.json()["run_id"] == "later-1"
+        assert judging.wait(30)
+        running = scalelab("status", "later-1", settled=False)
+        assert running.code == 3
+        assert "\nRUNNING the run is still running: Judge since " in running.out
+    finally:
+        judge.set()
+        runtime.listeners.remove(hold_judge)
 
     assert scalelab("status", "later-1").code == 0  # settled first: it has finished
 
@@ -294,6 +315,19 @@ def test_a_samconfig_that_is_not_toml_exits_2_naming_it(
     assert code == 2
     assert f"scalelab runs: cannot read {tmp_path / 'samconfig.toml'}: " in err
     assert "--stack NAME" in err
+
+
+def test_an_unreadable_input_file_exits_2_before_any_aws_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        ["run", "--input", str(tmp_path / "missing.json"), "--endpoint-url", "http://127.0.0.1:9"]
+    )
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "argument --input: cannot read" in err
+    assert "No such file or directory" in err
 
 
 def test_the_live_view_draws_each_phase_with_its_state_and_the_ledger() -> None:
