@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO, cast
 
-from scalelab_rehearsal import ROOT
+from scalelab_rehearsal import ROOT, operate
 from scalelab_rehearsal.iam.enforce import iam_summary
 from scalelab_rehearsal.progress import LiveProgress, PlainProgress, Progress, seconds_text, tracked
 
@@ -250,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         formatter_class=_HelpFormatter,
         description="scalelab's offline rehearsal: the real state machine and handlers on emulated AWS "
-        "(moto, on 127.0.0.1), no AWS account needed.",
+        "(moto, on 127.0.0.1), no AWS account needed; and the commands for the stack `sam deploy` made "
+        "(run, status, runs, report, sweep), with your AWS credentials.",
     )
     commands = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
 
@@ -320,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"world clock speed (default: {speed_default})",
     )
     emulator.set_defaults(handler=_emulator)
+    operate.add_commands(commands, _HelpFormatter, _run_input)
     return parser
 
 
