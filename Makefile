@@ -7,6 +7,8 @@ VENV311 := .venv-py311
 VENV_CHECKOV := .venv-checkov
 # The rehearsal's IAM evaluator (Node), installed exactly as package-lock.json pins it.
 IAM_EVALUATOR := rehearsal/iam/node_modules/.package-lock.json
+# The Node.js major the lab instances install (user-data.sh), for the built-in app's tests.
+APP_NODE := tests/node/node_modules/.package-lock.json
 BIN := $(VENV)/bin
 REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
@@ -19,7 +21,7 @@ TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) $(APP_NODE) /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
@@ -49,6 +51,10 @@ $(VENV_CHECKOV)/bin/.installed: requirements-checkov.txt constraints-checkov.txt
 
 $(IAM_EVALUATOR): rehearsal/iam/package.json rehearsal/iam/package-lock.json
 	cd rehearsal/iam && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(APP_NODE): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 /usr/bin/shellcheck:
@@ -101,4 +107,4 @@ local-invoke: build ## every function through sam local invoke, in a Lambda-like
 	$(TEST_ENV) $(BIN)/python -m pytest -p no:cacheprovider tests/local_invoke
 
 clean: ## remove the virtual environments and build output
-	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) rehearsal/iam/node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info
+	rm -rf $(VENV) $(VENV311) $(VENV_CHECKOV) rehearsal/iam/node_modules tests/node/node_modules .aws-sam .pytest_cache .mypy_cache .ruff_cache .rehearsal *.egg-info

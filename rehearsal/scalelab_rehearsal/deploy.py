@@ -192,8 +192,9 @@ class _Unsupported(logging.Handler):
             self.types.add(record.getMessage().rsplit(" ", 1)[-1])
 
 
-def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
-    """Create the scalelab stack in the emulator; ``clients(service)`` builds a client for it."""
+def deploy(clients: Any, parameters: dict[str, str] | None = None, stack_name: str = STACK_NAME) -> Stack:
+    """Create the scalelab stack in the emulator; ``clients(service)`` builds a client for it.
+    Another ``stack_name`` deploys a second stack beside it, as a second `sam deploy` would."""
     template = read_template()
     # moto splits a CommaDelimitedList only when it is passed in, not at its default
     # (Fn::Join then joins its characters): pass every such list explicitly.
@@ -220,7 +221,7 @@ def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
             "ignore", message="Tried to parse .* not supported by moto", category=UserWarning
         )
         cloudformation.create_stack(
-            StackName=STACK_NAME,
+            StackName=stack_name,
             TemplateBody=json.dumps(translated),
             Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
@@ -230,12 +231,12 @@ def deploy(clients: Any, parameters: dict[str, str] | None = None) -> Stack:
         undo()
         moto_logger.removeHandler(unsupported)
         moto_logger.propagate = True
-    stack = cloudformation.describe_stacks(StackName=STACK_NAME)["Stacks"][0]
+    stack = cloudformation.describe_stacks(StackName=stack_name)["Stacks"][0]
     if stack["StackStatus"] != "CREATE_COMPLETE":
         raise RuntimeError(
             f"the stack did not deploy: {stack['StackStatus']} {stack.get('StackStatusReason', '')}"
         )
-    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=STACK_NAME)
+    pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=stack_name)
     resources = {
         item["LogicalResourceId"]: item.get("PhysicalResourceId", "")
         for page in pages

@@ -32,6 +32,9 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
   them, with the Cause whoever plays AWS gives (``capacity_cause``).
 - CloudFormation's ``AWS::IAM::Role`` ignores ``ManagedPolicyArns``: the
   template's own managed policies are never attached to its roles.
+- CloudFormation's ``AWS::KMS::Key`` keeps ``KeyPolicy`` as the template's object, where KMS
+  keeps a JSON document: every KMS call on the key (``DescribeKey``, ``GetKeyPolicy``) then fails
+  with an internal error.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
 from moto.events.responses import EventsHandler
 from moto.iam.models import Role, iam_backends
+from moto.kms.models import Key
 from moto.ssm.models import Command
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.stepfunctions.parser.api import ExecutionFailedEventDetails
@@ -339,6 +343,30 @@ def create_role_from_template(
     return role
 
 
+_create_key_as_moto_does = Key.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
+
+
+def create_key_from_template(
+    cls: type[Key],
+    resource_name: str,
+    cloudformation_json: dict[str, Any],
+    account_id: str,
+    region_name: str,
+    **kwargs: Any,
+) -> Key:
+    """An AWS::KMS::Key whose policy is kept as the JSON document KMS answers with."""
+    properties = cloudformation_json["Properties"]
+    if not isinstance(properties.get("KeyPolicy"), str):
+        cloudformation_json = {
+            **cloudformation_json,
+            "Properties": {**properties, "KeyPolicy": json.dumps(properties.get("KeyPolicy", {}))},
+        }
+    key: Key = _create_key_as_moto_does(
+        cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
+    )
+    return key
+
+
 def install() -> Callable[[], None]:
     """Apply the fixes; returns the undo."""
     saved: dict[str, Any] = {
@@ -349,6 +377,7 @@ def install() -> Callable[[], None]:
     }
     FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
     Role.create_from_cloudformation_json = classmethod(create_role_from_template)  # type: ignore[method-assign,assignment,arg-type]
+    Key.create_from_cloudformation_json = classmethod(create_key_from_template)  # type: ignore[method-assign,assignment,arg-type]
     AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
     Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
@@ -365,6 +394,7 @@ def install() -> Callable[[], None]:
 
     def undo() -> None:
         Role.create_from_cloudformation_json = classmethod(_create_role_as_moto_does)  # type: ignore[method-assign,assignment]
+        Key.create_from_cloudformation_json = classmethod(_create_key_as_moto_does)  # type: ignore[method-assign,assignment]
         AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
         FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
         AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]

@@ -1,4 +1,4 @@
-"""The run table and the reports bucket keep their data and are reachable only as intended.
+"""The run table, the reports bucket and the reports topic keep their data and are reachable only as intended.
 
 Read from the template CloudFormation receives (after the SAM transform).
 """
@@ -83,3 +83,42 @@ def test_the_reports_bucket_refuses_every_request_without_tls() -> None:
         "<ReportsBucket.Arn>",
         "<ReportsBucket.Arn>/*",
     }
+
+
+def _key_statements() -> list[dict[str, Any]]:
+    statements: list[dict[str, Any]] = _resource("ReportsTopicKey")["Properties"]["KeyPolicy"]["Statement"]
+    return statements
+
+
+def test_the_reports_topic_is_encrypted_with_the_stacks_own_rotating_key() -> None:
+    """The AWS managed key (alias/aws/sns) cannot admit CloudWatch: the alarm could not publish."""
+    topic = _resource("ReportsTopic")["Properties"]
+    alias = _resource("ReportsTopicKeyAlias")["Properties"]
+
+    assert topic["KmsMasterKeyId"] == {"Ref": "ReportsTopicKeyAlias"}
+    assert alias["TargetKeyId"] == {"Ref": "ReportsTopicKey"}
+    assert render(alias["AliasName"]) == "alias/<AWS::StackName>/reports-topic"
+    assert _resource("ReportsTopicKey")["Properties"]["EnableKeyRotation"] is True
+
+
+def test_the_topic_key_admits_cloudwatch_only_for_this_stacks_alarms() -> None:
+    admitted = [s for s in _key_statements() if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+
+    assert len(admitted) == 1
+    assert sorted(admitted[0]["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    condition = admitted[0]["Condition"]
+    assert render(condition["StringEquals"]["aws:SourceAccount"]) == "<account>"
+    pattern = render(condition["ArnLike"]["aws:SourceArn"])
+    assert pattern == "arn:aws:cloudwatch:<region>:<account>:alarm:<AWS::StackName>-*"
+    # CloudFormation names the alarm "<stack>-FailedRunsAlarm-<suffix>", which the pattern matches.
+    alarm = _resource("FailedRunsAlarm")["Properties"]
+    assert "AlarmName" not in alarm
+    assert alarm["AlarmActions"] == [{"Ref": "ReportsTopic"}]
+
+
+def test_the_topic_key_admits_no_one_else_but_the_account_through_iam() -> None:
+    others = [
+        s["Principal"] for s in _key_statements() if s["Principal"] != {"Service": "cloudwatch.amazonaws.com"}
+    ]
+
+    assert [render(principal["AWS"]) for principal in others] == ["arn:aws:iam::<account>:root"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.iam import render, transformed_template
 from tests.support.template import ROOT, function_ids, resource, template
 
 # The lab's workflow, and the cleanup of runs whose execution ended abnormally.
@@ -162,3 +163,65 @@ def test_every_parameter_is_documented_in_the_readme() -> None:
     for name, spec in template()["Parameters"].items():
         assert f"`{name}`" in readme, name
         assert spec.get("Description"), name
+
+
+# The properties that give a resource its physical name, where the template may set one.
+NAME_PROPERTIES = (
+    "Name",
+    "AliasName",
+    "LogGroupName",
+    "StateMachineName",
+    "FunctionName",
+    "TableName",
+    "BucketName",
+    "TopicName",
+    "QueueName",
+    "RoleName",
+    "AlarmName",
+    "ScheduleName",
+)
+
+
+def test_no_schedule_has_a_fixed_name() -> None:
+    """SAM names a ScheduleV2 schedule after its event unless OmitName is set, and a schedule's name
+    is unique in its group: a second stack in the same account and region would then fail."""
+    schedules = {
+        logical_id: spec["Properties"]
+        for logical_id, spec in transformed_template()["Resources"].items()
+        if spec["Type"] == "AWS::Scheduler::Schedule"
+    }
+
+    assert sorted(schedules) == ["JanitorFunctionSweep", "LabStateMachineNightly"]
+    for logical_id, properties in schedules.items():
+        assert "Name" not in properties, logical_id
+
+
+def test_the_schedules_keep_their_state_time_zone_input_and_retries() -> None:
+    resources = transformed_template()["Resources"]
+    nightly = resources["LabStateMachineNightly"]["Properties"]
+    sweep = resources["JanitorFunctionSweep"]["Properties"]
+
+    assert nightly["State"] == {"Fn::If": ["ScheduleIsEnabled", "ENABLED", "DISABLED"]}
+    assert nightly["ScheduleExpressionTimezone"] == {"Ref": "ScheduleTimezone"}
+    assert nightly["Target"]["Input"] == {"Ref": "ScheduleInput"}
+    assert render(nightly["Target"]["RoleArn"]) == "<LabStateMachineNightlyRole.Arn>"
+    assert json.loads(sweep["Target"]["Input"]) == {"action": "sweep"}
+    assert render(sweep["Target"]["RoleArn"]) == "<JanitorFunctionSweepRole.Arn>"
+    for schedule in (nightly, sweep):
+        assert schedule["Target"]["RetryPolicy"] == {"MaximumRetryAttempts": 3}
+
+
+def test_every_name_the_template_sets_is_its_stacks_own() -> None:
+    """Two stacks deploy side by side in one account and region: a physical name the template
+    sets carries the stack's name or a name CloudFormation gave another of the stack's resources."""
+    resources = transformed_template()["Resources"]
+    fixed = []
+    for logical_id, spec in resources.items():
+        for key in NAME_PROPERTIES:
+            if key not in spec.get("Properties", {}):
+                continue
+            name = render(spec["Properties"][key])
+            if "<AWS::StackName>" not in name and not any(f"<{other}" in name for other in resources):
+                fixed.append(f"{logical_id}.{key} = {name}")
+
+    assert fixed == []

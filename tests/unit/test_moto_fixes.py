@@ -174,3 +174,28 @@ def test_a_templates_role_gets_the_templates_own_managed_policy(account: None) -
     attached = boto3.client("iam").list_attached_role_policies(RoleName=resources["Worker"])
 
     assert [policy["PolicyArn"] for policy in attached["AttachedPolicies"]] == [resources["Shared"]]
+
+
+def test_a_templates_kms_key_answers_with_its_policy_document(account: None) -> None:
+    # moto's CloudFormation kept the policy as an object: every KMS call on the key failed.
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ],
+    }
+    template = {"Resources": {"TopicKey": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": policy}}}}
+    cloudformation = boto3.client("cloudformation")
+    cloudformation.create_stack(StackName="keys", TemplateBody=json.dumps(template))
+    key_id = cloudformation.describe_stack_resources(StackName="keys")["StackResources"][0][
+        "PhysicalResourceId"
+    ]
+    kms = boto3.client("kms")
+
+    assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"] == key_id
+    assert json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]) == policy

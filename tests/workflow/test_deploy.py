@@ -1,4 +1,5 @@
-"""The rehearsal's deploy: the SAM translation it keeps in .rehearsal/translations."""
+"""The rehearsal's deploy: the SAM translation it keeps in .rehearsal/translations, and a second
+stack beside the first."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from scalelab_rehearsal import deploy
+from scalelab_rehearsal.emulator import Emulator
 
 
 @pytest.fixture
@@ -39,3 +41,27 @@ def test_a_kept_translation_that_does_not_parse_is_rebuilt(
     assert deploy.translate_once(copy.deepcopy(packaged)) == fresh  # read back from the rewritten entry
     assert list(deploy.TRANSLATIONS.glob("*.json")) == [kept]
     assert kept.read_bytes() != corruption
+
+
+def test_a_second_stack_deploys_beside_the_first_in_the_same_account_and_region() -> None:
+    """No resource has a name fixed in the template (the schedules, which moto cannot create, are
+    checked on the translated template in tests/contract/test_template.py)."""
+    with Emulator() as emulator:
+        assert emulator.stack is not None
+
+        second = deploy.deploy(emulator.client, stack_name="scalelab-second")
+
+        kms = emulator.client("kms")
+        aliases = {alias["AliasName"] for alias in kms.list_aliases()["Aliases"]}
+        assert {"alias/scalelab/reports-topic", "alias/scalelab-second/reports-topic"} <= aliases
+        shared = {
+            logical_id
+            for logical_id, physical in second.resources.items()
+            if physical and physical == emulator.stack.resources.get(logical_id)
+        }
+        assert shared == set()
+        stacks = emulator.client("cloudformation").describe_stacks()["Stacks"]
+        assert {stack["StackName"]: stack["StackStatus"] for stack in stacks} == {
+            "scalelab": "CREATE_COMPLETE",
+            "scalelab-second": "CREATE_COMPLETE",
+        }

@@ -303,6 +303,24 @@ def test_each_side_of_the_scale_out_meeting_completed_a_task(recording: Recordin
     assert completers == {"AwaitScaleOutFunctionRole", "OnScalingEventFunctionRole"}
 
 
+def test_notify_publishes_to_the_encrypted_topic_with_the_topic_keys_permissions(
+    recording: Recording,
+) -> None:
+    """SNS encrypts with the topic's customer managed key using the publisher's permissions."""
+    emulator = recording.emulator
+    assert emulator.stack is not None
+    key_arn = emulator.client("kms").describe_key(KeyId=emulator.stack.resources["ReportsTopicKey"])[
+        "KeyMetadata"
+    ]["Arn"]
+    publishes = [call for call in recording.calls if call.api == "sns:Publish"]
+
+    assert publishes
+    for call in publishes:
+        assert call.principal.role_logical_id == "LabStateMachineRole"
+        kms = {(check.action, check.resource, decision.result) for check, decision in call.checks[1:]}
+        assert kms == {("kms:GenerateDataKey", key_arn, "Allowed"), ("kms:Decrypt", key_arn, "Allowed")}
+
+
 def test_every_eventbridge_delivery_to_a_function_was_allowed(recording: Recording) -> None:
     decisions = [decision.result for _check, decision in recording.enforcement.deliveries]
 

@@ -5,7 +5,9 @@ Sources: the Service Authorization Reference (actions, resource types, condition
 user guides for the implicit checks: tagging on create (EC2 "Grant permission to tag resources
 during creation", ELB "Tag resources on creation"), launching from a launch template (Auto
 Scaling "Control Amazon EC2 launch template use in Auto Scaling groups": ec2:RunInstances,
-ec2:CreateTags for the template's TagSpecifications, iam:PassRole for its instance profile).
+ec2:CreateTags for the template's TagSpecifications, iam:PassRole for its instance profile),
+publishing to a topic encrypted with a customer managed key (SNS "Key management": the key's
+kms:GenerateDataKey and kms:Decrypt).
 A request with no entry here is checked as an action that takes no resource; one that does take
 a resource then fails the check (see evaluate.mjs), so a call the rehearsal cannot describe is
 never silently allowed.
@@ -24,6 +26,8 @@ from moto.autoscaling.models import autoscaling_backends
 from moto.ec2.models import ec2_backends
 from moto.elbv2.models import elbv2_backends
 from moto.iam.models import iam_backends
+from moto.kms.models import kms_backends
+from moto.sns.models import sns_backends
 
 from scalelab_rehearsal.iam.evaluator import Check
 
@@ -505,7 +509,31 @@ def put_object(request: ApiRequest) -> list[Check]:
 
 
 def publish(request: ApiRequest) -> list[Check]:
-    return [Check("sns:Publish", str(request.params.get("TopicArn", "")), {})]
+    topic_arn = str(request.params.get("TopicArn", ""))
+    return [Check("sns:Publish", topic_arn, {}), *topic_key_use(request, topic_arn)]
+
+
+def topic_key_use(request: ApiRequest, topic_arn: str) -> list[Check]:
+    """Publishing to a topic encrypted with a customer managed key is also, for the publisher,
+    kms:GenerateDataKey and kms:Decrypt on that key through SNS (SNS developer guide, "Key
+    management"), decided by the key's policy and the publisher's. The AWS managed key
+    (alias/aws/sns) is left out: its own policy admits every principal of the account through SNS."""
+    topic = sns_backends[request.account][request.region].topics.get(topic_arn)
+    key_name = str(getattr(topic, "kms_master_key_id", "") or "")
+    if not key_name or "alias/aws/" in key_name:
+        return []
+    kms = kms_backends[request.account][request.region]
+    try:
+        key = kms.describe_key(key_name)
+    except (KeyError, TypeError):
+        # No such key: SNS answers KMSNotFound, which is no IAM decision.
+        return []
+    policy = json.loads(key.policy) if isinstance(key.policy, str) else key.policy
+    context: Context = {
+        "kms:ViaService": f"sns.{request.region}.amazonaws.com",
+        "kms:CallerAccount": request.account,
+    }
+    return [Check(action, key.arn, context, policy) for action in ("kms:GenerateDataKey", "kms:Decrypt")]
 
 
 def describe_alarms(request: ApiRequest) -> list[Check]:

@@ -347,13 +347,18 @@ def _denial(
         )
         return _answer(start_response, "403 Forbidden", "application/xml", body.encode())
     if service in QUERY_SERVICES:
-        # SNS names the same denial AuthorizationError.
-        code = "AuthorizationError" if service == "sns" else "AccessDenied"
+        # SNS names the same denial AuthorizationError, and a denial on the topic's key
+        # KMSAccessDenied, with status 400 (SNS API Reference, Publish).
+        code, status = "AccessDenied", "403 Forbidden"
+        if service == "sns":
+            code = "AuthorizationError"
+            if check.action.startswith("kms:"):
+                code, status = "KMSAccessDenied", "400 Bad Request"
         body = (
             f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{_xml(message)}</Message>"
             f"</Error><RequestId>{request_id}</RequestId></ErrorResponse>"
         )
-        return _answer(start_response, "403 Forbidden", "text/xml", body.encode())
+        return _answer(start_response, status, "text/xml", body.encode())
     if service == "lambda":
         body_json = json.dumps({"Type": "User", "message": message})
         return _answer(

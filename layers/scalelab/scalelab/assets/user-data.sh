@@ -1,6 +1,6 @@
 #!/bin/bash
 # scalelab instance bootstrap: EC2 runs this once, as root, at first boot.
-# It installs Node.js and pm2, writes the built-in app and starts it under pm2
+# It installs Node.js (NODE_MAJOR) and pm2, writes the built-in app and starts it under pm2
 # as an unprivileged user, with a systemd unit so it comes back after a reboot.
 # The placeholder values below are filled in by scalelab.userdata before launch.
 set -euo pipefail
@@ -12,14 +12,26 @@ readonly APP_PORT="__SCALELAB_APP_PORT__"
 readonly HEALTH_PATH="__SCALELAB_HEALTH_PATH__"
 readonly APP_JS_B64="__SCALELAB_APP_JS_B64__"
 readonly PM2_VERSION=5.4.3
+# A Node.js major AL2023 supports (its "nodejs" package is Node.js 18, past its end of life);
+# tests/node pins the same major to run the app's tests on.
+readonly NODE_MAJOR=22
 
 echo "scalelab: bootstrap started at $(date --iso-8601=seconds)"
 
-dnf install -y nodejs
+dnf install -y "nodejs${NODE_MAJOR}" "nodejs${NODE_MAJOR}-npm"
+# AL2023 installs each major under its own names (node-22, npm-22) and points node and npm at one
+# of them through alternatives, the first major installed: select this one, whichever the AMI had.
+alternatives --set node "/usr/bin/node-${NODE_MAJOR}" ||
+  echo "scalelab: alternatives could not select node-${NODE_MAJOR}"
+node_version=$(node --version)
+if [[ $node_version != "v${NODE_MAJOR}."* ]]; then
+  echo "scalelab: node is ${node_version}, not Node.js ${NODE_MAJOR}; the app is not started" >&2
+  exit 1
+fi
 # The CPU stress test prefers stress-ng and falls back to a shell loop, so a
 # missing package is logged, not fatal.
 dnf install -y stress-ng || echo "scalelab: stress-ng not installed; stress uses the shell fallback"
-npm install --global "pm2@${PM2_VERSION}"
+"npm-${NODE_MAJOR}" install --global "pm2@${PM2_VERSION}"
 
 id -u "$APP_USER" >/dev/null 2>&1 ||
   useradd --system --home-dir "$APP_DIR" --create-home --shell /sbin/nologin "$APP_USER"

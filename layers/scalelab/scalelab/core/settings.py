@@ -8,9 +8,18 @@ template.yaml sets these variables from its Parameters.
 from __future__ import annotations
 
 import os
+from ipaddress import IPv4Network, ip_network
 from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 def _split_commas(value: Any) -> Any:
@@ -110,6 +119,15 @@ class ProbeSettings(EnvModel):
     requests: int = Field(alias="PROBE_REQUESTS", ge=1, le=200)
     success_ratio: float = Field(alias="PROBE_SUCCESS_RATIO", gt=0, le=1)
     timeout_seconds: float = Field(alias="PROBE_TIMEOUT_SECONDS", gt=0)
+    # The range the load balancer admits (AlbIngressCidr): the probe comes from Lambda's public
+    # addresses, so a narrower range explains a probe that only times out.
+    alb_ingress_cidr: IPv4Network = Field(alias="ALB_INGRESS_CIDR")
+
+    @field_validator("alb_ingress_cidr", mode="before")
+    @classmethod
+    def _network_of(cls, value: object) -> object:
+        # The Parameter's pattern admits host bits (10.0.0.5/24): the range is still its network's.
+        return ip_network(value, strict=False) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _fits_the_lambda_timeout(self) -> Self:

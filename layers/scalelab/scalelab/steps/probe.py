@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from ipaddress import IPv4Network
 from urllib.parse import SplitResult, urlsplit
 
 from scalelab.contracts.probe import Latency, ProbeEvent, ProbeResult
@@ -223,7 +224,21 @@ def judge(
         problems.append(share)
     if instances_met:
         problems.append(f"2xx answers came from {_instances_phrase(instances)}")
+    if failures[TIMEOUT] and settings.alb_ingress_cidr.prefixlen > 0:
+        problems.append(_narrowed_ingress(settings.alb_ingress_cidr))
     return False, "; ".join(problems)
+
+
+def _narrowed_ingress(cidr: IPv4Network) -> str:
+    """Why requests that time out may never have reached the load balancer: its security group
+    admits only AlbIngressCidr, and the probe's function runs outside any VPC, so its requests
+    come from Lambda's public addresses, which AWS does not fix and a narrow range leaves out."""
+    return (
+        f"AlbIngressCidr is {cidr}, narrower than 0.0.0.0/0: the load balancer's security group "
+        "drops every request from outside it, and the probe runs in Lambda, whose public addresses "
+        "are outside it; deploy with AlbIngressCidr=0.0.0.0/0 (the default) for the probe to reach "
+        "the load balancer"
+    )
 
 
 def probe_app(event: ProbeEvent, settings: ProbeSettings) -> ProbeResult:
