@@ -435,8 +435,15 @@ def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict
     timeline = verdict_timeline if verdict_timeline else tracked(outcome.history).timeline()
     if outcome.aws is not None:
         # Beside each phase's rehearsal time, its time modelled on AWS (aws_time).
+        modelled = {phase["name"]: phase["aws_seconds"] for phase in outcome.aws["phases"]}
         timeline = [
-            {**phase, "aws_seconds": verdict_phase_seconds(phase["name"], outcome.aws)} for phase in timeline
+            {
+                **phase,
+                "aws_seconds": verdict_phase_seconds(phase["name"], outcome.aws)
+                if verdict_timeline
+                else modelled.get(phase["name"]),
+            }
+            for phase in timeline
         ]
     return {
         "status": outcome.status,

@@ -425,6 +425,10 @@ def test_input_the_workflow_rejects_exits_2_naming_the_fields(
     assert "InvalidInput" in outcome["reason"]
     assert "lab" in outcome["reason"]
     assert "the run input was rejected" in captured.err
+    # No verdict: the timeline is the execution history's, each phase with its own modelled time.
+    modelled = {phase["name"]: phase["aws_seconds"] for phase in outcome["aws"]["phases"]}
+    assert [phase["name"] for phase in outcome["timeline"]] == ["prepare"]
+    assert [phase["aws_seconds"] for phase in outcome["timeline"]] == [modelled["prepare"]]
 
 
 def test_a_slower_world_clock_gives_the_same_verdict(
