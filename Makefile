@@ -68,7 +68,7 @@ rehearse: $(BIN)/scalelab $(IAM_EVALUATOR) ## rehearse a whole lab offline (SCEN
 emulator: $(BIN)/scalelab $(IAM_EVALUATOR) ## keep an emulated account with the stack deployed running, for aws --endpoint-url
 	$(BIN)/scalelab emulator
 
-bench: $(BIN)/scalelab $(IAM_EVALUATOR) ## time the pass rehearsal (median of RUNS=5 fresh processes) and the workflow suite
+bench: $(BIN)/scalelab $(IAM_EVALUATOR) ## time the pass rehearsal (median of RUNS=5 fresh processes), its modelled time on AWS, and the workflow suite
 	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
 
 test: setup lint typecheck template build unit unit-py311 local-invoke ## run every check and test (what CI runs)

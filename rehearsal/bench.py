@@ -100,6 +100,25 @@ def time_workflow_suite() -> str:
     return f"\nworkflow suite (pytest tests/workflow): {seconds:.1f} s wall; {closing}"
 
 
+AWS_GOAL_SECONDS = 7 * 60  # issue 14: a verdict on AWS, teardown done, within 7 minutes
+
+
+def aws_line(runs: list[Run]) -> str:
+    """The runs' time modelled on AWS (deterministic: one figure for the same phases), beside the
+    wall times, against the goal."""
+    figures = sorted(
+        {run.result["aws"]["until_torn_down_seconds"] for run in runs if run.result.get("aws") is not None}
+    )
+    if not figures:
+        return "modelled on AWS: no run gave a model\n"
+    shown = " / ".join(f"{round(seconds) // 60} min {round(seconds) % 60} s" for seconds in figures)
+    met = "met" if max(figures) < AWS_GOAL_SECONDS else "NOT met"
+    return (
+        f"modelled on AWS, execution start to teardown done: {shown} "
+        f"(goal under {AWS_GOAL_SECONDS // 60} min: {met}; docs/performance.md)\n"
+    )
+
+
 def _figure(value: object, width: int) -> str:
     return f"{value:{width}.2f}" if isinstance(value, int | float) else f"{'-':>{width}}"
 
@@ -153,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'met' if median < TARGET_SECONDS else 'NOT met'} ({median:.2f} s here, {cores} cores"
         f"{'' if cores == TARGET_CORES else ', so only indicative'})\n"
     )
+    out.write(aws_line(runs))
     if args.suite:
         out.write(time_workflow_suite() + "\n")
     failed = [str(number) for number, run in enumerate(runs, 1) if not run.passed]

@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any, TextIO, cast
 
 from scalelab_rehearsal import ROOT, operate
+from scalelab_rehearsal.aws_time import minutes_text, verdict_phase_seconds
 from scalelab_rehearsal.iam.enforce import iam_summary
 from scalelab_rehearsal.progress import LiveProgress, PlainProgress, Progress, seconds_text, tracked
 
@@ -434,6 +435,18 @@ def _reason(outcome: Outcome) -> str:
 def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict[str, Any]:
     verdict_timeline = (outcome.verdict or {}).get("timeline")
     timeline = verdict_timeline if verdict_timeline else tracked(outcome.history).timeline()
+    if outcome.aws is not None:
+        # Beside each phase's rehearsal time, its time modelled on AWS (aws_time).
+        modelled = {phase["name"]: phase["aws_seconds"] for phase in outcome.aws["phases"]}
+        timeline = [
+            {
+                **phase,
+                "aws_seconds": verdict_phase_seconds(phase["name"], outcome.aws)
+                if verdict_timeline
+                else modelled.get(phase["name"]),
+            }
+            for phase in timeline
+        ]
     return {
         "status": outcome.status,
         "passed": outcome.passed,
@@ -450,6 +463,7 @@ def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict
         "log_path": str(log_path),
         "skipped_resource_types": outcome.skipped_types,
         "iam": iam_summary(outcome.iam_calls, outcome.iam_deliveries),
+        "aws": outcome.aws,
     }
 
 
@@ -474,7 +488,11 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
     width = max((len(phase["name"]) for phase in summary["timeline"]), default=0)
     for phase in summary["timeline"]:
         span = f"{_clock_of(phase['started_at'])} to {_clock_of(phase['ended_at'])}"
-        lines.append(f"  {phase['name']:<{width}}  {_phase_seconds(phase['seconds']):>9}  {span}")
+        lines.append(
+            f"  {phase['name']:<{width}}  {_phase_seconds(phase['seconds']):>9}{_aws_column(phase)}  {span}"
+        )
+    if summary.get("aws") is not None:
+        lines += ["", f"{AWS_LINE} {minutes_text(summary['aws']['seconds'])}"]
     lines += [
         "",
         f"Run id   {summary['run_id']}",
@@ -496,6 +514,17 @@ def _iam_lines(iam: dict[str, Any]) -> list[str]:
     ]
     lines += [f"  denied         {name}" for name in iam["denied"]]
     return lines
+
+
+AWS_LINE = "on AWS this run would take about"
+
+
+def _aws_column(phase: dict[str, Any]) -> str:
+    """The phase's modelled time on AWS, beside the rehearsal's, when there is one."""
+    if "aws_seconds" not in phase:
+        return ""
+    seconds = phase["aws_seconds"]
+    return f"  {'on AWS ' + minutes_text(seconds) if seconds is not None else '':>17}"
 
 
 def _phase_seconds(seconds: float) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from scalelab_rehearsal import ROOT
+from scalelab_rehearsal.aws_time import Workflow, aws_summary, verdict_phase_seconds
 from scalelab_rehearsal.deploy import read_template
 from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.iam.enforce import CheckedCall
@@ -53,6 +54,8 @@ class Outcome:
     # Every call a function or state machine made while the emulator ran, as IAM decided it.
     iam_calls: list[CheckedCall] = field(default_factory=list)
     iam_deliveries: list[tuple[Check, Decision]] = field(default_factory=list)
+    # The run modelled on AWS's clock (aws_time.aws_summary), when the world that played it is known.
+    aws: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -125,18 +128,30 @@ def wait_for(
         time.sleep(0.05)
 
 
-def collect(emulator: Emulator, execution_arn: str, description: dict[str, Any], started: float) -> Outcome:
-    """The verdict from the execution's output or last Judge result, and the report copied locally."""
+def collect(
+    emulator: Emulator,
+    execution_arn: str,
+    description: dict[str, Any],
+    started: float,
+    world: World | None = None,
+) -> Outcome:
+    """The verdict from the execution's output or last Judge result, and the report copied locally
+    (with the run's modelled time on AWS beside the rehearsal's, when ``world`` played it)."""
     events = history(emulator, execution_arn)
     verdict = _verdict_from(events)
     run_id = execution_arn.rsplit(":", 1)[-1]
+    aws = (
+        aws_summary(events, Workflow.from_template(read_template()), world.lab_settings)
+        if world is not None
+        else None
+    )
     report_path = None
     if verdict and verdict.get("report"):
         location = verdict["report"]
         body = emulator.client("s3").get_object(Bucket=location["bucket"], Key=location["key"])["Body"].read()
         REPORTS_DIR.mkdir(parents=True, exist_ok=True)
         report_path = REPORTS_DIR / f"{verdict['run_id']}.json"
-        report_path.write_bytes(body)
+        report_path.write_bytes(body if aws is None else _with_aws_times(body, aws))
         run_id = verdict["run_id"]
     runtime = emulator.runtime
     return Outcome(
@@ -153,7 +168,19 @@ def collect(emulator: Emulator, execution_arn: str, description: dict[str, Any],
         skipped_types=list(emulator.stack.skipped_types) if emulator.stack else [],
         iam_calls=list(emulator.iam.calls) if emulator.iam else [],
         iam_deliveries=list(emulator.iam.deliveries) if emulator.iam else [],
+        aws=aws,
     )
+
+
+def _with_aws_times(body: bytes, aws: dict[str, Any]) -> bytes:
+    """The rehearsal's copy of the report: each timeline phase with its modelled time on AWS
+    beside the rehearsal's, and the whole model under ``modelled_on_aws``. The deployed Judge
+    knows nothing of rehearsals; only this copy carries it."""
+    report = json.loads(body)
+    for phase in report.get("verdict", {}).get("timeline", []):
+        phase["aws_seconds"] = verdict_phase_seconds(phase["name"], aws)
+    report["modelled_on_aws"] = aws
+    return json.dumps(report, indent=2, sort_keys=True).encode()
 
 
 def _verdict_from(events: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -182,10 +209,10 @@ def rehearse(
     run = merged_input(run_input, speed)
     if timeout_seconds is None:
         timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)
-    with Emulator() as emulator, World(emulator, chosen, speed):
+    with Emulator() as emulator, World(emulator, chosen, speed) as world:
         execution_arn = start_execution(emulator, run)
         description = wait_for(emulator, execution_arn, timeout_seconds, on_event)
-        return collect(emulator, execution_arn, description, started)
+        return collect(emulator, execution_arn, description, started, world)
 
 
 def _deadlines_total(run_input: dict[str, Any]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import threading
 from datetime import datetime, timedelta
@@ -369,6 +370,30 @@ def test_json_prints_one_outcome_object_for_a_passing_rehearsal(
     assert json.loads(report.read_text())["verdict"]["run_id"] == outcome["run_id"]
     assert Path(outcome["log_path"]) == rehearsal_files / "logs" / f"{outcome['run_id']}.log"
     assert captured.err == ""
+    # Modelled on AWS's clock: every phase that ran, the verdict's phases beside the rehearsal's.
+    assert [phase["name"] for phase in outcome["aws"]["phases"]][-2:] == ["teardown", "notify"]
+    assert all(phase["aws_seconds"] > 0 for phase in outcome["timeline"])
+    assert outcome["aws"]["until_torn_down_seconds"] < 7 * 60
+
+
+def test_the_rehearsal_says_how_long_the_run_would_take_on_aws(
+    rehearsal_files: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["rehearse"])
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    said = re.search(r"^on AWS this run would take about (\d+) min (\d+) s$", out, re.MULTILINE)
+    assert said is not None, out
+    report = json.loads(next((rehearsal_files / "reports").glob("*.json")).read_text())
+    modelled = report["modelled_on_aws"]
+    assert int(said[1]) * 60 + int(said[2]) == round(modelled["seconds"])
+    assert int(said[1]) * 60 + int(said[2]) < 7 * 60 + 30  # what notify adds is small
+    # The report's copy carries each phase's modelled time beside the rehearsal's, as the CLI shows it.
+    for phase in report["verdict"]["timeline"]:
+        assert phase["aws_seconds"] is not None
+        minutes, seconds = divmod(round(phase["aws_seconds"]), 60)
+        assert re.search(rf"^  {phase['name']} .* on AWS {minutes} min {seconds} s ", out, re.MULTILINE), out
 
 
 def test_a_failed_verdict_exits_1_after_the_progress_and_the_reason(
@@ -400,6 +425,10 @@ def test_input_the_workflow_rejects_exits_2_naming_the_fields(
     assert "InvalidInput" in outcome["reason"]
     assert "lab" in outcome["reason"]
     assert "the run input was rejected" in captured.err
+    # No verdict: the timeline is the execution history's, each phase with its own modelled time.
+    modelled = {phase["name"]: phase["aws_seconds"] for phase in outcome["aws"]["phases"]}
+    assert [phase["name"] for phase in outcome["timeline"]] == ["prepare"]
+    assert [phase["aws_seconds"] for phase in outcome["timeline"]] == [modelled["prepare"]]
 
 
 def test_a_slower_world_clock_gives_the_same_verdict(

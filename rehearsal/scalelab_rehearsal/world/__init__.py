@@ -7,7 +7,8 @@ faster than real time, after AWS's documented behaviour for the lab's
 settings, one part to a module:
 
 - ``clock``: the world's clock and its timers;
-- ``health``: instances boot, their targets turn ``initial``, then ``healthy``;
+- ``timings``: how long AWS takes for each thing the world plays;
+- ``health``: instances boot, the load balancer turns active, targets turn ``initial``, then ``healthy``;
 - ``stress``: Run Command's stress script keeps its instances at 100 % CPU;
 - ``scaling``: the CPU alarm, the scale-out and its Auto Scaling events;
 - ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
@@ -31,8 +32,14 @@ from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.world.clock import DEFAULT_SPEED, TICK_SECONDS, Clock
 from scalelab_rehearsal.world.faults import ApiFaults
 from scalelab_rehearsal.world.front_door import FrontDoor
-from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
-from scalelab_rehearsal.world.scaling import ALARM_DATAPOINTS, CAPACITY_ERROR, DATAPOINT_SECONDS, Scaling
+from scalelab_rehearsal.world.health import (
+    BOOT_SECONDS,
+    HEALTH_INTERVAL_SECONDS,
+    HEALTHY_THRESHOLD,
+    Health,
+    LabSettings,
+)
+from scalelab_rehearsal.world.scaling import CAPACITY_ERROR, Scaling
 from scalelab_rehearsal.world.scenarios import (
     SCENARIOS,
     SLOW_SCALE_OUT_DELAY_SECONDS,
@@ -41,6 +48,7 @@ from scalelab_rehearsal.world.scenarios import (
     scenario_named,
 )
 from scalelab_rehearsal.world.stress import IDLE_CPU, STRESSED_CPU, Stress
+from scalelab_rehearsal.world.timings import ALARM_DATAPOINTS, DATAPOINT_SECONDS
 
 __all__ = [
     "ALARM_DATAPOINTS",
@@ -55,6 +63,7 @@ __all__ = [
     "SLOW_SCALE_OUT_DELAY_SECONDS",
     "STRESSED_CPU",
     "TICK_SECONDS",
+    "LabSettings",
     "Scenario",
     "UnknownScenario",
     "World",
@@ -101,6 +110,11 @@ class World:
     def now(self) -> float:
         """Simulated seconds since the world started."""
         return self.clock.now()
+
+    @property
+    def lab_settings(self) -> LabSettings:
+        """What Provision configured, as the world saw it."""
+        return self.health.settings
 
     def target_state(
         self, instance_id: str, interval: float = HEALTH_INTERVAL_SECONDS, threshold: int = HEALTHY_THRESHOLD

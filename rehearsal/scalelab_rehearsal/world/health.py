@@ -1,32 +1,58 @@
-"""Instances and their targets' health.
+"""Instances, their targets' health, and the load balancer's provisioning.
 
 An instance boots and its user data starts the app in about ``BOOT_SECONDS``;
-the target group then needs ``HEALTHY_THRESHOLD`` consecutive passing checks
-``HEALTH_INTERVAL_SECONDS`` apart (the target group Provision creates), so a
+the load balancer is ``provisioning`` for ``LOAD_BALANCER_ACTIVE_SECONDS``
+after it was created, and checks no target before it is ``active``; the target
+group then needs its ``HealthyThresholdCount`` consecutive passing checks
+``HealthCheckIntervalSeconds`` apart (as Provision configured the group), so a
 target is ``initial`` until then, then ``healthy``. moto's own answer is
-corrected where it says ``healthy``.
+corrected where it says ``healthy`` or ``active``.
+
+What Provision configured (the health check, the deregistration delay, the
+group's instance warm-up) is noted in ``LabSettings`` as the world sees it: the
+model of the run's time on AWS reads it there.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from moto.autoscaling.responses import AutoScalingResponse
 from moto.ec2.models import ec2_backends
-from moto.elbv2.models import FakeHealthStatus, FakeTargetGroup
+from moto.elbv2.models import FakeHealthStatus, FakeLoadBalancer, FakeTargetGroup, elbv2_backends
 
 from scalelab_rehearsal.emulator import ACCOUNT, REGION
 from scalelab_rehearsal.world.clock import Clock
 from scalelab_rehearsal.world.scenarios import Scenario
+from scalelab_rehearsal.world.timings import (
+    INSTANCE_BOOT_SECONDS,
+    LOAD_BALANCER_ACTIVE_SECONDS,
+    USER_DATA_SECONDS,
+    healthy_after,
+)
 
-# AWS behaviour, in simulated seconds.
-BOOT_SECONDS = 60.0  # user data: dnf install nodejs, npm install pm2, start the app
-# A target group's HealthCheckIntervalSeconds and HealthyThresholdCount are read
-# from the group itself; these are Provision's values, used for the warm-up.
-HEALTH_INTERVAL_SECONDS = 10.0
-HEALTHY_THRESHOLD = 2
+# From launch until the app answers on its port, in simulated seconds.
+BOOT_SECONDS = INSTANCE_BOOT_SECONDS + USER_DATA_SECONDS
+# AWS's own defaults (CreateTargetGroup for HTTP, the target group attribute), where a
+# run never made a target group to read them from.
+HEALTH_INTERVAL_SECONDS = 30.0
+HEALTHY_THRESHOLD = 5
+DEREGISTRATION_DELAY_SECONDS = 300.0
+DEREGISTRATION_DELAY = "deregistration_delay.timeout_seconds"  # the target group attribute
+
+
+@dataclass
+class LabSettings:
+    """What Provision configured, as the world saw it (None: the run never got there)."""
+
+    health_check_interval: float | None = None
+    healthy_threshold: int | None = None
+    deregistration_delay: float | None = None
+    instance_warmup: float | None = None
 
 
 class Health:
@@ -36,7 +62,9 @@ class Health:
         self.clock = clock
         self.scenario = scenario
         self._first_seen: dict[str, float] = {}
+        self._load_balancers_created: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.settings = LabSettings()
 
     def seen(self, instance_id: str) -> float:
         """When (world's clock) the instance launched: its boot started then, not when first looked at."""
@@ -52,13 +80,42 @@ class Health:
                 self._first_seen[instance_id] = launched
             return self._first_seen[instance_id]
 
+    def load_balancer_created(self, load_balancer: FakeLoadBalancer) -> float:
+        """When (world's clock) the load balancer was created, from moto's creation time."""
+        with self._lock:
+            if load_balancer.arn not in self._load_balancers_created:
+                created = datetime.fromisoformat(load_balancer.created_time.replace("Z", "+00:00"))
+                age = (datetime.now(UTC) - created.replace(tzinfo=created.tzinfo or UTC)).total_seconds()
+                self._load_balancers_created[load_balancer.arn] = (
+                    self.clock.now() - max(0.0, age) * self.clock.speed
+                )
+            return self._load_balancers_created[load_balancer.arn]
+
+    def load_balancer_active(self, load_balancer: FakeLoadBalancer) -> bool:
+        return self.clock.now() >= self.load_balancer_created(load_balancer) + LOAD_BALANCER_ACTIVE_SECONDS
+
+    def checks_from(self, target_group: FakeTargetGroup) -> float:
+        """When (world's clock) the group's load balancer turns active and starts its health checks."""
+        balancers = elbv2_backends[ACCOUNT][REGION].load_balancers
+        created = [
+            self.load_balancer_created(balancers[arn])
+            for arn in target_group.load_balancer_arns
+            if arn in balancers
+        ]
+        return min(created, default=0.0) + LOAD_BALANCER_ACTIVE_SECONDS
+
     def target_state(
-        self, instance_id: str, interval: float = HEALTH_INTERVAL_SECONDS, threshold: int = HEALTHY_THRESHOLD
+        self,
+        instance_id: str,
+        interval: float = HEALTH_INTERVAL_SECONDS,
+        threshold: int = HEALTHY_THRESHOLD,
+        checks_from: float = 0.0,
     ) -> tuple[str, str | None, str | None]:
-        """A target: ``initial`` until its app is up and ``threshold`` checks ``interval`` apart passed."""
+        """A target: ``initial`` until its app is up, the load balancer checks (from ``checks_from``),
+        and ``threshold`` checks ``interval`` apart passed."""
         if not self.scenario.targets_become_healthy:
             return "unhealthy", "Target.FailedHealthChecks", "Health checks failed with these codes: [502]"
-        ready = self.seen(instance_id) + BOOT_SECONDS + threshold * interval
+        ready = max(self.seen(instance_id) + BOOT_SECONDS, checks_from) + healthy_after(threshold, interval)
         if self.clock.now() < ready:
             return "initial", "Elb.InitialHealthChecking", "Initial health checks in progress"
         return "healthy", None, None
@@ -72,25 +129,54 @@ class Health:
         )
 
     def install(self) -> Callable[[], None]:
-        """moto's target health answers with ``target_state``; returns the undo."""
+        """moto's target health answers with ``target_state``, its load balancers stay
+        ``provisioning`` until they are active, and what Provision configured is noted;
+        returns the undo."""
         original = FakeTargetGroup.health_for
+        original_activate = FakeLoadBalancer.activate
+        original_create_group = AutoScalingResponse.create_auto_scaling_group
         health = self
 
         def health_for(self: FakeTargetGroup, target: dict[str, Any], ec2_backend: Any) -> FakeHealthStatus:
             status = original(self, target, ec2_backend)
             if status.status == "healthy" and target["Id"].startswith("i-"):
                 # The target group's own health check settings, as Provision configured them.
+                interval, threshold = (
+                    float(self.health_check_interval_seconds),
+                    int(self.healthy_threshold_count),
+                )
+                health.settings.health_check_interval = interval
+                health.settings.healthy_threshold = threshold
+                delay = self.attributes.get(DEREGISTRATION_DELAY, DEREGISTRATION_DELAY_SECONDS)
+                health.settings.deregistration_delay = float(str(delay))
                 state, reason, description = health.target_state(
-                    target["Id"], float(self.health_check_interval_seconds), int(self.healthy_threshold_count)
+                    target["Id"], interval, threshold, health.checks_from(self)
                 )
                 return FakeHealthStatus(
                     target["Id"], status.port, status.health_check_port, state, reason, description
                 )
             return status
 
+        def activate(self: FakeLoadBalancer) -> None:
+            # moto makes a load balancer active the first time it is described.
+            if health.load_balancer_active(self):
+                original_activate(self)
+
+        def create_auto_scaling_group(self: AutoScalingResponse) -> Any:
+            # moto drops DefaultInstanceWarmup; the world notes it (the scale-out alarm waits for it).
+            answer = original_create_group(self)
+            warmup = self._get_int_param("DefaultInstanceWarmup")
+            if warmup is not None:
+                health.settings.instance_warmup = float(warmup)
+            return answer
+
         FakeTargetGroup.health_for = health_for  # type: ignore[method-assign]
+        FakeLoadBalancer.activate = activate  # type: ignore[method-assign]
+        AutoScalingResponse.create_auto_scaling_group = create_auto_scaling_group  # type: ignore[method-assign]
 
         def undo() -> None:
             FakeTargetGroup.health_for = original  # type: ignore[method-assign]
+            FakeLoadBalancer.activate = original_activate  # type: ignore[method-assign]
+            AutoScalingResponse.create_auto_scaling_group = original_create_group  # type: ignore[method-assign]
 
         return undo

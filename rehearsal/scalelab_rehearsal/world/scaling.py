@@ -4,7 +4,9 @@ Target tracking's scale-out alarm needs ``ALARM_DATAPOINTS`` one-minute
 datapoints above the target (detailed monitoring), then the group's desired
 capacity grows by one (within MaxSize), moto launches the instance, and an
 "EC2 Instance Launch Successful" event with the shape of AWS's own is put on
-the default event bus. A new instance warms up before the policy acts again.
+the default event bus. An instance's CPU counts only once it has warmed up (the
+group's DefaultInstanceWarmup after it is InService), and a new instance warms
+up before the policy acts again.
 """
 
 from __future__ import annotations
@@ -21,12 +23,16 @@ from moto.autoscaling.models import autoscaling_backends
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
 from scalelab_rehearsal.world.clock import Clock, now_iso
-from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
+from scalelab_rehearsal.world.health import Health
 from scalelab_rehearsal.world.scenarios import Scenario
 from scalelab_rehearsal.world.stress import Stress
+from scalelab_rehearsal.world.timings import (
+    ALARM_DATAPOINTS,
+    DATAPOINT_SECONDS,
+    FALLBACK_WARMUP_SECONDS,
+    INSTANCE_BOOT_SECONDS,
+)
 
-ALARM_DATAPOINTS = 3  # target tracking's AlarmHigh: 3 datapoints of 1 minute
-DATAPOINT_SECONDS = 60.0
 CAPACITY_ERROR = (
     "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested "
     "(us-east-1a). Our system will be working on provisioning additional capacity. You can currently "
@@ -81,7 +87,9 @@ class Scaling:
             window = self.stress.high_cpu_window(in_service, target)
             if window is None:
                 continue
-            start, end = max(window[0], state.not_before), window[1]
+            # Warming instances add nothing to the group's aggregated CPU.
+            warmed = min(self.health.seen(i) for i in in_service) + INSTANCE_BOOT_SECONDS + self._warmup()
+            start, end = max(window[0], state.not_before, warmed), window[1]
             if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
                 state.not_before = self.clock.now()
                 self._scale_out(backend, name, group, state)
@@ -136,9 +144,13 @@ class Scaling:
             backend.set_desired_capacity(name, grown)
         backend.update_attached_target_groups(name)
         self._announce_launches(group, before)
-        # A new instance warms up before the policy acts again (DefaultInstanceWarmup).
-        warmup = BOOT_SECONDS + HEALTHY_THRESHOLD * HEALTH_INTERVAL_SECONDS
-        self.clock.later(warmup, setattr, state, "launching", False)
+        # A new instance is InService after its boot, then warms up before the policy acts again.
+        self.clock.later(INSTANCE_BOOT_SECONDS + self._warmup(), setattr, state, "launching", False)
+
+    def _warmup(self) -> float:
+        """The group's DefaultInstanceWarmup, as Provision set it."""
+        warmup = self.health.settings.instance_warmup
+        return FALLBACK_WARMUP_SECONDS if warmup is None else warmup
 
     def _replace(self, backend: Any, name: str, group: Any, unhealthy: str) -> None:
         """Auto Scaling takes an instance that failed its ELB health checks out of service and
