@@ -32,6 +32,8 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
   them, with the Cause whoever plays AWS gives (``capacity_cause``).
 - CloudFormation's ``AWS::IAM::Role`` ignores ``ManagedPolicyArns``: the
   template's own managed policies are never attached to its roles.
+- ``EnableMetricsCollection`` without ``Metrics`` enables none; AWS enables
+  every group metric.
 """
 
 from __future__ import annotations
@@ -339,6 +341,25 @@ def create_role_from_template(
     return role
 
 
+# Every group metric Auto Scaling collects (Amazon EC2 Auto Scaling User Guide, "Auto Scaling
+# group metrics"): what EnableMetricsCollection enables when it names none.
+GROUP_METRICS = (
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupStandbyInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+)
+_enable_metrics_as_moto_does = FakeAutoScalingGroup.enable_metrics_collection
+
+
+def enable_metrics_collection(self: FakeAutoScalingGroup, metrics: list[str]) -> None:
+    self.metrics = list(metrics) if metrics else list(GROUP_METRICS)
+
+
 def install() -> Callable[[], None]:
     """Apply the fixes; returns the undo."""
     saved: dict[str, Any] = {
@@ -348,6 +369,7 @@ def install() -> Callable[[], None]:
         "execute_policy": AutoScalingResponse.execute_policy,
     }
     FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
+    FakeAutoScalingGroup.enable_metrics_collection = enable_metrics_collection  # type: ignore[method-assign]
     Role.create_from_cloudformation_json = classmethod(create_role_from_template)  # type: ignore[method-assign,assignment,arg-type]
     AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
     SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
@@ -367,6 +389,7 @@ def install() -> Callable[[], None]:
         Role.create_from_cloudformation_json = classmethod(_create_role_as_moto_does)  # type: ignore[method-assign,assignment]
         AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
         FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
+        FakeAutoScalingGroup.enable_metrics_collection = _enable_metrics_as_moto_does  # type: ignore[method-assign]
         AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]
