@@ -21,7 +21,7 @@ TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_AC
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) $(APP_NODE) /usr/bin/shellcheck ## create the virtual environments and install every pinned tool
+setup: $(BIN)/.installed $(BIN)/scalelab $(VENV311)/bin/.installed $(VENV_CHECKOV)/bin/.installed $(IAM_EVALUATOR) $(APP_NODE) /usr/bin/shellcheck /usr/bin/chromium ## create the virtual environments and install every pinned tool
 
 $(BIN)/.installed: requirements-dev.txt requirements-test.txt constraints.txt layers/scalelab/requirements.txt
 	@py=$$(scripts/find-python 3.13) && echo "setup: Python 3.13 is $$py" && \
@@ -61,6 +61,13 @@ $(APP_NODE): tests/node/package.json tests/node/package-lock.json
 	@command -v shellcheck >/dev/null || { \
 	  [ "$$(id -u)" = 0 ] || { echo "setup: shellcheck is missing; install it (apt-get install -y shellcheck) and run again" >&2; exit 2; }; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+
+# The HTML report's browser test opens the page in Debian's headless Chromium; without it (and
+# not root to install it) that test is skipped with the reason, and setup goes on.
+/usr/bin/chromium:
+	@command -v chromium >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "setup: chromium is missing, so the report page's browser test will be skipped; install it with apt-get install -y chromium" >&2; exit 0; }; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 rehearse: $(BIN)/scalelab $(IAM_EVALUATOR) ## rehearse a whole lab offline (SCENARIO=pass|never-healthy|..., SPEED=600)
 	$(BIN)/scalelab rehearse --scenario $(or $(SCENARIO),pass) $(if $(SPEED),--speed $(SPEED))

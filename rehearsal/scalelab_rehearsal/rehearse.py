@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +59,10 @@ class Outcome:
     iam_deliveries: list[tuple[Check, Decision]] = field(default_factory=list)
     # The run modelled on AWS's clock (aws_time.aws_summary), when the world that played it is known.
     aws: dict[str, Any] | None = None
+    # What Notify published, and the HTML report fetched through the link in it (or why not).
+    notification: str | None = None
+    page_path: Path | None = None
+    page_error: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -153,6 +160,8 @@ def collect(
         report_path = REPORTS_DIR / f"{verdict['run_id']}.json"
         report_path.write_bytes(body if aws is None else _with_aws_times(body, aws))
         run_id = verdict["run_id"]
+    notification = _notification(events)
+    page_path, page_error = _fetch_page(notification, run_id)
     runtime = emulator.runtime
     return Outcome(
         execution_arn=execution_arn,
@@ -169,6 +178,9 @@ def collect(
         iam_calls=list(emulator.iam.calls) if emulator.iam else [],
         iam_deliveries=list(emulator.iam.deliveries) if emulator.iam else [],
         aws=aws,
+        notification=notification,
+        page_path=page_path,
+        page_error=page_error,
     )
 
 
@@ -181,6 +193,38 @@ def _with_aws_times(body: bytes, aws: dict[str, Any]) -> bytes:
         phase["aws_seconds"] = verdict_phase_seconds(phase["name"], aws)
     report["modelled_on_aws"] = aws
     return json.dumps(report, indent=2, sort_keys=True).encode()
+
+
+def _notification(events: list[dict[str, Any]]) -> str | None:
+    """The message the Notify state published to the topic."""
+    for event in reversed(events):
+        details = event.get("taskScheduledEventDetails")
+        if details and details.get("resourceType") == "sns":
+            message = json.loads(details.get("parameters", "{}")).get("Message")
+            return message if isinstance(message, str) else None
+    return None
+
+
+def _fetch_page(notification: str | None, run_id: str) -> tuple[Path | None, str | None]:
+    """Open the report's link as the person who got the notification would, and keep the page.
+
+    The link is pre-signed with Judge's role: fetching it is decided on that role's permissions,
+    as a pre-signed URL is on AWS.
+    """
+    found = re.search(r"^Report \(a web page\): (\S+)$", notification or "", re.MULTILINE)
+    if found is None:
+        return None, "the notification has no link to the report"
+    try:
+        # No proxy: the link is the emulator's, on this machine.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(found.group(1), timeout=10) as answer:
+            body = answer.read()
+    except urllib.error.HTTPError as error:
+        return None, f"the report's link answered {error.code}: {error.read()[:300]!r}"
+    REPORTS_DIR.mkdir(parents=True, exist_ok=True)
+    page_path = REPORTS_DIR / f"{run_id}.html"
+    page_path.write_bytes(body)
+    return page_path, None
 
 
 def _verdict_from(events: list[dict[str, Any]]) -> dict[str, Any] | None:

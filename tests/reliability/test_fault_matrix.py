@@ -264,6 +264,17 @@ def test_a_handler_raising_at_any_state_leaves_nothing(
     # A stress that could not be cancelled ends by its own duration: the verdict stands.
     assert outcome["status"] == ("SUCCEEDED" if state == "StopStress" else "FAILED")
     assert_nothing_left(emulator, outcome)
+    if state == "Judge":
+        # The verdict JudgeFailed writes still carries a notification, and Notify publishes it.
+        published = [
+            json.loads(event["taskScheduledEventDetails"]["parameters"])["Message"]
+            for event in outcome["history"]
+            if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
+        ]
+        assert len(published) == 1
+        assert published[0].startswith("FAILED: scalelab run ")
+        assert "(the judge failed, so there is no report): " in published[0]
+        assert not any(event["type"] == "TaskFailed" for event in outcome["history"])
 
 
 @pytest.mark.parametrize("state", list(LAMBDA_STATES))

@@ -24,7 +24,7 @@ from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
 from scalelab_rehearsal.iam.checks import ApiRequest
 from scalelab_rehearsal.iam.enforce import CheckedCall, Enforcement, Principal, acting_as, denial_message
 from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
-from scalelab_rehearsal.rehearse import merged_input, start_execution, wait_for
+from scalelab_rehearsal.rehearse import collect, merged_input, start_execution, wait_for
 from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, World, scenario_named
 
 from tests.support.emulated import settle
@@ -88,7 +88,9 @@ class Statement:
 def _run(emulator: Emulator, scenario: str, lab: str) -> None:
     with World(emulator, scenario_named(scenario), DEFAULT_SPEED):
         arn = start_execution(emulator, merged_input({"lab": {"name": lab}}))
-        wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
+        # Collecting the outcome opens the notification's link to the HTML report, as its reader
+        # would: a pre-signed URL is used with Judge's permissions.
+        collect(emulator, arn, wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS), time.monotonic())
         settle(emulator)
 
 

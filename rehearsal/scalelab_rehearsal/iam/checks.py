@@ -39,6 +39,7 @@ IAM_PREFIX = {"tagging": "tag", "monitoring": "cloudwatch"}
 REST_OPERATIONS: tuple[tuple[str, str, re.Pattern[str], str], ...] = (
     ("POST", "lambda", re.compile(r"^/2015-03-31/functions/(?P<function>[^/]+)/invocations$"), "Invoke"),
     ("PUT", "s3", re.compile(r"^/(?P<bucket>[^/]+)/(?P<key>.+)$"), "PutObject"),
+    ("GET", "s3", re.compile(r"^/(?P<bucket>[^/]+)/(?P<key>.+)$"), "GetObject"),
 )
 # API operations whose IAM action has another name.
 ACTION_NAMES = {("lambda", "Invoke"): "lambda:InvokeFunction"}
@@ -508,6 +509,11 @@ def put_object(request: ApiRequest) -> list[Check]:
     return [Check("s3:PutObject", arn, {})]
 
 
+def get_object(request: ApiRequest) -> list[Check]:
+    arn = f"arn:aws:s3:::{request.params['bucket']}/{request.params['key']}"
+    return [Check("s3:GetObject", arn, {})]
+
+
 def publish(request: ApiRequest) -> list[Check]:
     topic_arn = str(request.params.get("TopicArn", ""))
     return [Check("sns:Publish", topic_arn, {}), *topic_key_use(request, topic_arn)]
@@ -587,6 +593,7 @@ RULES: dict[tuple[str, str], Callable[[ApiRequest], list[Check]]] = {
     ("states", "StartExecution"): start_execution,
     ("lambda", "Invoke"): invoke,
     ("s3", "PutObject"): put_object,
+    ("s3", "GetObject"): get_object,
     ("sns", "Publish"): publish,
     ("monitoring", "DescribeAlarms"): describe_alarms,
 }

@@ -290,16 +290,22 @@ def _document(document: str | dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
-def _access_key(environ: dict[str, Any]) -> str:
+def _credential_scope(environ: dict[str, Any]) -> str:
+    """``<access key>/<date>/<region>/<service>/aws4_request`` from the Authorization header, or
+    from the query of a pre-signed URL (which acts with its signer's permissions, as in AWS)."""
     authorization: str = environ.get("HTTP_AUTHORIZATION", "")
-    if "Credential=" not in authorization:
-        return ""
-    return authorization.split("Credential=", 1)[1].split("/", 1)[0]
+    if "Credential=" in authorization:
+        return authorization.split("Credential=", 1)[1].split(",", 1)[0]
+    query = dict(urllib.parse.parse_qsl(environ.get("QUERY_STRING", "")))
+    return str(query.get("X-Amz-Credential", ""))
+
+
+def _access_key(environ: dict[str, Any]) -> str:
+    return _credential_scope(environ).split("/", 1)[0]
 
 
 def _signing_service(environ: dict[str, Any]) -> str:
-    scope = environ.get("HTTP_AUTHORIZATION", "").split("Credential=", 1)[1].split(",", 1)[0]
-    return str(scope.split("/")[3])
+    return str(_credential_scope(environ).split("/")[3])
 
 
 def _read_body(environ: dict[str, Any]) -> bytes:

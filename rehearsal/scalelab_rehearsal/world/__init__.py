@@ -11,6 +11,7 @@ settings, one part to a module:
 - ``health``: instances boot, the load balancer turns active, targets turn ``initial``, then ``healthy``;
 - ``stress``: Run Command's stress script keeps its instances at 100 % CPU;
 - ``scaling``: the CPU alarm, the scale-out and its Auto Scaling events;
+- ``metrics``: CloudWatch's one-minute datapoints of each group (in service, average CPU);
 - ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
 - ``faults``: API faults in the handlers' calls;
 - ``scenarios``: the ways the world misbehaves on purpose, each flag played by one of the parts above.
@@ -39,6 +40,7 @@ from scalelab_rehearsal.world.health import (
     Health,
     LabSettings,
 )
+from scalelab_rehearsal.world.metrics import Metrics
 from scalelab_rehearsal.world.scaling import CAPACITY_ERROR, Scaling
 from scalelab_rehearsal.world.scenarios import (
     SCENARIOS,
@@ -86,6 +88,7 @@ class World:
         self.health = Health(self.clock, scenario)
         self.stress = Stress(self.clock, scenario)
         self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
+        self.metrics = Metrics(self.clock, self.stress)
         self.front_door = FrontDoor(self.clock, self.health)
         self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
         self._undo: list[Callable[[], None]] = []
@@ -132,6 +135,7 @@ class World:
     def __enter__(self) -> World:
         self._undo.append(self.health.install())
         self._undo.append(self.stress.install())
+        self._undo.append(self.metrics.install())
         self._undo.append(self.front_door.open())
         self._undo.append(self.faults.install())
         self._ticker = threading.Thread(target=self._run, name="scalelab-world", daemon=True)
@@ -147,9 +151,11 @@ class World:
             self._undo.pop()()
 
     def tick(self) -> None:
-        """One look at the world: the burns that ended, then each group's alarm and scale-out."""
+        """One look at the world: the burns that ended, then each group's alarm and scale-out,
+        then the minute's datapoints."""
         self.stress.update()
         self.scaling.tick()
+        self.metrics.tick()
 
     def _run(self) -> None:
         while not self.clock.wait(TICK_SECONDS):

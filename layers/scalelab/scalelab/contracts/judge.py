@@ -88,3 +88,8 @@ class Verdict(OutputModel):
     timeline: list[Phase]
     report: ReportLocation
     judged_at: str
+    # The HTML page beside the JSON report.
+    page: ReportLocation | None = None
+    # What Notify publishes: the verdict on its first line, then a link to the page. Kept out
+    # of the JSON report: its link is signed and expires.
+    notification: str = ""

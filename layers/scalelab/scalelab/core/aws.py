@@ -77,9 +77,20 @@ def client(service: str) -> Any:
         return _session().client(service, config=_CONFIG)  # type: ignore[call-overload]
 
 
+@cache
+def url_signer(service: str) -> Any:
+    """A client for pre-signing URLs with SigV4, whose lifetime is bounded (seven days at most);
+    botocore would otherwise presign S3 URLs with the older signature in some regions."""
+    with _session_lock:
+        return _session().client(  # type: ignore[call-overload]
+            service, config=_CONFIG.merge(Config(signature_version="s3v4" if service == "s3" else "v4"))
+        )
+
+
 def reset_clients() -> None:
     """Forget the session and its clients (tests change region and endpoint between cases)."""
     client.cache_clear()
+    url_signer.cache_clear()
     _session.cache_clear()
 
 

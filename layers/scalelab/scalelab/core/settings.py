@@ -141,7 +141,16 @@ class ProbeSettings(EnvModel):
         return self
 
 
+# SigV4 signs a URL for at most seven days.
+PRESIGNED_URL_MAX_SECONDS = 604_800
+
+
 class ReportSettings(EnvModel):
-    """Where Judge writes the run's report."""
+    """Where Judge writes the run's report, and how long the notification's link to it works."""
 
     reports_bucket: str = Field(alias="REPORTS_BUCKET", min_length=3)
+    # The template's ReportLinkExpirySeconds; a URL signed with a Lambda role's temporary
+    # credentials stops working when they expire, if that comes first.
+    report_link_expiry_seconds: int = Field(
+        alias="REPORT_LINK_EXPIRY_SECONDS", default=43_200, ge=60, le=PRESIGNED_URL_MAX_SECONDS
+    )

@@ -21,6 +21,7 @@ from scalelab.core.aws import client
 from scalelab.core.clock import seconds_between, utc_iso, whole_seconds
 from scalelab.core.observability import logger, metrics
 from scalelab.core.settings import ReportSettings
+from scalelab.steps.report_html import publish_page
 from scalelab.store.runs import RunTable
 
 
@@ -213,14 +214,25 @@ def judge_run(
         report=ReportLocation(
             bucket=settings.reports_bucket, key=f"reports/{config.lab.name}/{config.run_id}.json"
         ),
+        page=ReportLocation(
+            bucket=settings.reports_bucket, key=f"reports/{config.lab.name}/{config.run_id}.html"
+        ),
         judged_at=utc_iso(now),
     )
-    report = {"verdict": verdict.model_dump(mode="json"), "run": run.model_dump(mode="json", by_alias=True)}
+    report = {
+        "verdict": verdict.model_dump(mode="json", exclude={"notification"}),
+        "run": run.model_dump(mode="json", by_alias=True),
+    }
     client("s3").put_object(
         Bucket=verdict.report.bucket,
         Key=verdict.report.key,
         Body=json.dumps(report, indent=2, sort_keys=True).encode(),
         ContentType="application/json",
+    )
+    verdict = verdict.model_copy(
+        update={
+            "notification": publish_page(report, verdict, run, table, settings.report_link_expiry_seconds)
+        }
     )
     table.record_verdict(
         config.run_id, passed, reason, f"s3://{verdict.report.bucket}/{verdict.report.key}", now

@@ -1,0 +1,217 @@
+"""The HTML report: written beside the JSON one, self-contained, escaped, with the group's metrics drawn."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+
+from scalelab.contracts.judge import JudgeEvent, Verdict
+from scalelab.contracts.provision import ProvisionResult
+from scalelab.contracts.run import RunConfig
+from scalelab.core.clock import utc_iso
+from scalelab.core.settings import ConfigurationError, ReportSettings
+from scalelab.steps.report_html import Evidence, gather, render_page
+from scalelab.store.items import LoggedEvent, RunRecord
+from scalelab.store.runs import RunTable
+from tests.unit.test_verdict import BUCKET, T0, at, full_run, judge
+
+RUN = "report-0001"
+HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>&amp;'
+
+
+@pytest.fixture
+def settings(account: None) -> ReportSettings:
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    return ReportSettings(REPORTS_BUCKET=BUCKET, REPORT_LINK_EXPIRY_SECONDS=3600)
+
+
+def page_of(verdict: Verdict) -> str:
+    assert verdict.page is not None
+    obj = boto3.client("s3").get_object(Bucket=verdict.page.bucket, Key=verdict.page.key)
+    assert obj["ContentType"] == "text/html; charset=utf-8"
+    return str(obj["Body"].read().decode())
+
+
+def put_group_metrics(group: str, seconds_and_values: list[tuple[float, float, float]]) -> None:
+    """What AWS records of the group: in-service count (metrics collection) and average CPU."""
+    cloudwatch = boto3.client("cloudwatch")
+    dimensions = [{"Name": "AutoScalingGroupName", "Value": group}]
+    for seconds, in_service, cpu in seconds_and_values:
+        moment = datetime.fromtimestamp(T0 + seconds, UTC)
+        cloudwatch.put_metric_data(
+            Namespace="AWS/AutoScaling",
+            MetricData=[
+                {
+                    "MetricName": "GroupInServiceInstances",
+                    "Dimensions": dimensions,
+                    "Timestamp": moment,
+                    "Value": in_service,
+                }
+            ],
+        )
+        cloudwatch.put_metric_data(
+            Namespace="AWS/EC2",
+            MetricData=[
+                {"MetricName": "CPUUtilization", "Dimensions": dimensions, "Timestamp": moment, "Value": cpu}
+            ],
+        )
+
+
+def test_the_page_lies_beside_the_json_report_and_loads_nothing_from_elsewhere(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    verdict = judge(full_run(config, lab), run_table, settings)
+
+    assert verdict.page is not None
+    assert verdict.page.key == verdict.report.key.removesuffix(".json") + ".html"
+    page = page_of(verdict)
+    assert '<p id="verdict" class="verdict passed">PASSED</p>' in page
+    assert re.search(r'<section id="timeline">.*<svg[^>]*class="pygal-chart"', page, re.DOTALL)
+    assert "<script" not in page
+    assert not re.search(r'(src|href)\s*=\s*"?(https?:)?//', page)
+    assert "@import" not in page
+    assert "Content-Security-Policy" in page
+    # The ledger: every resource Provision recorded, still there when Judge runs.
+    assert lab.auto_scaling_group_name in page
+    assert "Teardown removes it after Judge" in page
+    # No diagnosis in the report: no section for it.
+    assert 'id="diagnosis"' not in page
+
+
+def test_the_notification_says_the_verdict_first_and_links_the_page_for_a_bounded_time(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    state = full_run(config, lab)
+    state["new_healthy"] = None
+    state["error"] = {"Error": "TargetsNotHealthy", "Cause": "new instance never healthy"}
+    verdict = judge(state, run_table, settings)
+
+    lines = verdict.notification.splitlines()
+    assert lines[0] == f"FAILED: scalelab run {RUN} (lab {config.lab.name})"
+    assert lines[2] == verdict.reason
+    link = next(line.split(": ", 1)[1] for line in lines if line.startswith("Report (a web page): "))
+    url = urllib.parse.urlsplit(link)
+    query = dict(urllib.parse.parse_qsl(url.query))
+    assert url.path.endswith(f"/{config.lab.name}/{RUN}.html")
+    assert query["X-Amz-Expires"] == "3600"
+    assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
+    assert "X-Amz-Signature" in query
+    assert f"works until {utc_iso(T0 + 500 + 3600)} at the latest" in verdict.notification
+    # The signed link is not kept in the JSON report.
+    body = boto3.client("s3").get_object(Bucket=BUCKET, Key=verdict.report.key)["Body"].read().decode()
+    assert "X-Amz-Signature" not in body
+    assert '"page"' in body
+
+
+def test_the_link_lifetime_is_bounded_by_what_sigv4_allows(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPORTS_BUCKET", BUCKET)
+    monkeypatch.setenv("REPORT_LINK_EXPIRY_SECONDS", "604801")
+    with pytest.raises(ConfigurationError, match="REPORT_LINK_EXPIRY_SECONDS"):
+        ReportSettings.from_env()
+
+
+def test_the_group_metrics_and_the_event_log_are_read_for_the_picture(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable
+) -> None:
+    put_group_metrics(
+        lab.auto_scaling_group_name,
+        [(120, 2, 3), (180, 2, 60), (240, 2, 100), (300, 2, 100), (420, 3, 70)],
+    )
+    run = JudgeEvent.model_validate(full_run(config, lab))
+
+    evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
+
+    assert [value for _, value in evidence.in_service] == [2, 2, 2, 2, 3]
+    assert [value for _, value in evidence.cpu] == [3, 60, 100, 100, 70]
+    assert evidence.metrics_note is None
+    assert evidence.record is not None
+    assert evidence.record.resources["auto_scaling_group"] == lab.auto_scaling_group_name
+    page = render_page({}, verdict_for(run), run, evidence)
+    group = page.split('<figure id="group">', 1)[1].split("</figure>", 1)[0]
+    # Both series are drawn as lines (pygal draws a series with points as a path of class "line").
+    assert group.count('class="line reactive nofill"') >= 3
+
+
+def test_a_group_without_datapoints_says_so(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable
+) -> None:
+    run = JudgeEvent.model_validate(full_run(config, lab))
+
+    evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
+
+    assert evidence.in_service == evidence.cpu == []
+    assert evidence.metrics_note is not None
+    assert "no datapoint" in evidence.metrics_note
+
+
+def verdict_for(run: JudgeEvent, reason: str = "passed: fine") -> Verdict:
+    return Verdict.model_validate(
+        {
+            "run_id": run.config.run_id,
+            "passed": reason.startswith("passed"),
+            "reason": reason,
+            "checks": [{"name": "healthy", "passed": False, "detail": reason}],
+            "timeline": [
+                {"name": "provision", "started_at": at(0), "ended_at": at(60), "seconds": 60},
+            ],
+            "report": {"bucket": BUCKET, "key": "reports/x/y.json"},
+            "page": {"bucket": BUCKET, "key": "reports/x/y.html"},
+            "judged_at": at(500),
+        }
+    )
+
+
+def test_every_string_from_users_and_aws_is_escaped(config: RunConfig, lab: ProvisionResult) -> None:
+    run = JudgeEvent.model_validate(full_run(config, lab))
+    event = LoggedEvent(
+        event_id="e-1",
+        detail_type="EC2 Instance Launch Unsuccessful",
+        time=datetime.fromtimestamp(T0 + 300, UTC),
+        auto_scaling_group_name=lab.auto_scaling_group_name,
+        activity_id="a-1",
+        status_code="Failed",
+        status_message=HOSTILE,
+    )
+    record = RunRecord(run_id=RUN, resources={"launch_template": HOSTILE}, refused={"listener": HOSTILE})
+    report: dict[str, Any] = {"diagnosis": [{"title": HOSTILE, "lines": [HOSTILE, "second line"]}]}
+
+    page = render_page(
+        report,
+        verdict_for(run, f"failed at healthy: {HOSTILE}"),
+        run,
+        Evidence(events=[event], record=record),
+    )
+
+    assert "<script" not in page
+    assert "<img" not in page
+    assert (
+        page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;") >= 6
+    )  # reason x2, title, pre, ledger x2, event
+    assert "&amp;amp;" in page
+
+
+def test_the_diagnosis_is_a_heading_and_a_preformatted_block_each(
+    config: RunConfig, lab: ProvisionResult
+) -> None:
+    run = JudgeEvent.model_validate(full_run(config, lab))
+    report = {
+        "diagnosis": [
+            {"title": "Target health", "lines": ["i-1: Target.Timeout", "i-2: Target.Timeout"]},
+            {"title": "Bootstrap log of i-1", "lines": ["npm ERR! missing script"]},
+        ]
+    }
+
+    page = render_page(report, verdict_for(run, "failed at healthy: x"), run, Evidence())
+
+    section = page.split('<section id="diagnosis">', 1)[1].split("</section>", 1)[0]
+    assert re.findall(r"<h3>(.*?)</h3>", section) == ["Target health", "Bootstrap log of i-1"]
+    assert re.findall(r"<pre>(.*?)</pre>", section, re.DOTALL) == [
+        "i-1: Target.Timeout\ni-2: Target.Timeout",
+        "npm ERR! missing script",
+    ]
+    assert 'id="diagnosis"' not in render_page({"diagnosis": []}, verdict_for(run), run, Evidence())
