@@ -86,8 +86,8 @@ class Statement:
 
 
 def _run(emulator: Emulator, scenario: str, lab: str) -> None:
-    with World(emulator, scenario_named(scenario), DEFAULT_SPEED):
-        arn = start_execution(emulator, merged_input({"lab": {"name": lab}}))
+    with World(emulator, scenario_named(scenario), DEFAULT_SPEED) as world:
+        arn = start_execution(emulator, merged_input({"lab": {"name": lab}}, scenario=world.run_input))
         wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
         settle(emulator)
 

@@ -12,6 +12,7 @@ settings, one part to a module:
 - ``scaling``: the CPU alarm, the scale-out and its Auto Scaling events;
 - ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
 - ``faults``: API faults in the handlers' calls;
+- ``account``: the account a scenario's run needs (subnets, routes, instance type offerings);
 - ``scenarios``: the ways the world misbehaves on purpose, each flag played by one of the parts above.
 
 ``World`` composes the parts for one rehearsal: it installs them into moto on
@@ -28,12 +29,14 @@ from typing import Any
 from moto.elbv2.models import FakeTargetGroup
 
 from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.world.account import Account
 from scalelab_rehearsal.world.clock import DEFAULT_SPEED, TICK_SECONDS, Clock
 from scalelab_rehearsal.world.faults import ApiFaults
 from scalelab_rehearsal.world.front_door import FrontDoor
 from scalelab_rehearsal.world.health import BOOT_SECONDS, HEALTH_INTERVAL_SECONDS, HEALTHY_THRESHOLD, Health
-from scalelab_rehearsal.world.scaling import ALARM_DATAPOINTS, CAPACITY_ERROR, DATAPOINT_SECONDS, Scaling
+from scalelab_rehearsal.world.scaling import ALARM_DATAPOINTS, DATAPOINT_SECONDS, Scaling
 from scalelab_rehearsal.world.scenarios import (
+    CAPACITY_ERROR,
     SCENARIOS,
     SLOW_SCALE_OUT_DELAY_SECONDS,
     Scenario,
@@ -79,6 +82,7 @@ class World:
         self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
         self.front_door = FrontDoor(self.clock, self.health)
         self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
+        self.account = Account(emulator, scenario)
         self._undo: list[Callable[[], None]] = []
         self._ticker: threading.Thread | None = None
 
@@ -98,6 +102,12 @@ class World:
     def inject_api_faults(self, on: bool) -> None:
         self.faults.enabled = on
 
+    @property
+    def run_input(self) -> dict[str, Any]:
+        """What the scenario's run input must say to use the account made for it (lay a
+        person's input over it)."""
+        return self.account.run_input
+
     def now(self) -> float:
         """Simulated seconds since the world started."""
         return self.clock.now()
@@ -116,6 +126,7 @@ class World:
     # ---- lifecycle -------------------------------------------------------------------
 
     def __enter__(self) -> World:
+        self._undo.append(self.account.install())
         self._undo.append(self.health.install())
         self._undo.append(self.stress.install())
         self._undo.append(self.front_door.open())
