@@ -343,5 +343,5 @@ def test_an_instance_type_no_chosen_zone_offers_is_refused_naming_type_and_zones
         "(us-east-1a, us-east-1b)"
     )
     assert "pick another lab.instance_type" in message
-    # Offered elsewhere: the same zones run another type.
+    # The same subnets with a type their zones offer are accepted.
     assert prepare(run_input={"lab": {"subnet_ids": chosen, "instance_type": "c7i.large"}}).lab.subnet_ids

@@ -33,6 +33,10 @@ from scalelab.core.observability import logger
 from scalelab.core.settings import RunDefaults
 from scalelab.store.runs import RunTable
 
+# The key of the VPC's main route table in _default_routes, which a subnet uses when no
+# route table is associated with it.
+MAIN_ROUTE_TABLE = "main"
+
 
 def prepare_run(
     event: PrepareEvent, table: RunTable, defaults: RunDefaults, now: float | None = None
@@ -221,11 +225,6 @@ def _reach_the_internet(ec2: Any, subnets: list[dict[str, Any]], where: str) -> 
             "pass public subnets (MapPublicIpOnLaunch on, a route 0.0.0.0/0 to an internet "
             "gateway) or private ones with a route 0.0.0.0/0 to a NAT gateway"
         )
-
-
-# The key of the VPC's main route table in _default_routes, which a subnet uses when no
-# route table is associated with it.
-MAIN_ROUTE_TABLE = "main"
 
 
 def _default_routes(ec2: Any, vpc_id: str) -> dict[str, str | None]:
