@@ -37,6 +37,10 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
   with an internal error.
 - ``EnableMetricsCollection`` without ``Metrics`` enables none; AWS enables
   every group metric.
+- The default VPC has no internet gateway, so its main route table has no route
+  to the internet. AWS attaches one and routes ``0.0.0.0/0`` to it.
+- ``CreateLoadBalancer`` accepts two subnets in one availability zone. AWS
+  refuses them (``InvalidConfigurationRequest``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ from typing import Any
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, FakeScalingPolicy
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import ActionResult, EmptyResult
+from moto.ec2.models.vpcs import VPC, VPCBackend
+from moto.elbv2.exceptions import InvalidConfigurationRequest
+from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer
 from moto.events.responses import EventsHandler
 from moto.iam.models import Role, iam_backends
 from moto.kms.models import Key
@@ -367,6 +374,8 @@ def create_key_from_template(
         cls, resource_name, cloudformation_json, account_id, region_name, **kwargs
     )
     return key
+
+
 # Every group metric Auto Scaling collects (Amazon EC2 Auto Scaling User Guide, "Auto Scaling
 # group metrics"): what EnableMetricsCollection enables when it names none.
 GROUP_METRICS = (
@@ -384,6 +393,44 @@ _enable_metrics_as_moto_does = FakeAutoScalingGroup.enable_metrics_collection
 
 def enable_metrics_collection(self: FakeAutoScalingGroup, metrics: list[str]) -> None:
     self.metrics = list(metrics) if metrics else list(GROUP_METRICS)
+
+
+# ---- the default VPC, and a load balancer's subnets ---------------------------------------------
+
+_create_default_vpc_as_moto_does = VPCBackend.create_default_vpc
+_create_load_balancer_as_moto_does = ELBv2Backend.create_load_balancer
+SAME_ZONE_SUBNETS = "A load balancer cannot be attached to multiple subnets in the same Availability Zone"
+
+
+def create_default_vpc(self: Any) -> VPC:
+    """The default VPC as AWS makes it: with an internet gateway, and its main route table's
+    0.0.0.0/0 route to it (Amazon VPC User Guide, "Default VPCs")."""
+    vpc = _create_default_vpc_as_moto_does(self)
+    gateway = self.create_internet_gateway()
+    self.attach_internet_gateway(gateway.id, vpc.id)
+    main = next(table for table in self.route_tables.values() if table.vpc_id == vpc.id)
+    self.create_route(main.id, "0.0.0.0/0", gateway_id=gateway.id)
+    return vpc
+
+
+def create_load_balancer(
+    self: ELBv2Backend,
+    name: str,
+    security_groups: list[str],
+    subnet_ids: list[str],
+    subnet_mappings: list[dict[str, str]] | None = None,
+    **rest: Any,
+) -> FakeLoadBalancer:
+    """AWS refuses a load balancer with two subnets in one availability zone."""
+    chosen = list(subnet_ids or []) + [mapping["SubnetId"] for mapping in subnet_mappings or []]
+    # moto names a subnet it does not know itself, after this check.
+    known = [subnet for subnet in self.ec2_backend.describe_subnets() if subnet.id in chosen]
+    zones = [subnet.availability_zone for subnet in known]
+    if len(zones) != len(set(zones)):
+        raise InvalidConfigurationRequest(SAME_ZONE_SUBNETS)
+    return _create_load_balancer_as_moto_does(
+        self, name, security_groups, subnet_ids, subnet_mappings, **rest
+    )
 
 
 def install() -> Callable[[], None]:
@@ -411,8 +458,12 @@ def install() -> Callable[[], None]:
     AutoScalingResponse.put_scaling_policy = put_scaling_policy_answer  # type: ignore[method-assign]
     AutoScalingResponse.delete_policy = delete_policy  # type: ignore[method-assign]
     AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
+    VPCBackend.create_default_vpc = create_default_vpc  # type: ignore[method-assign]
+    ELBv2Backend.create_load_balancer = create_load_balancer  # type: ignore[method-assign,assignment]
 
     def undo() -> None:
+        ELBv2Backend.create_load_balancer = _create_load_balancer_as_moto_does  # type: ignore[method-assign]
+        VPCBackend.create_default_vpc = _create_default_vpc_as_moto_does  # type: ignore[method-assign]
         Role.create_from_cloudformation_json = classmethod(_create_role_as_moto_does)  # type: ignore[method-assign,assignment]
         Key.create_from_cloudformation_json = classmethod(_create_key_as_moto_does)  # type: ignore[method-assign,assignment]
         AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]

@@ -82,14 +82,18 @@ def rehearsal_input(speed: float = DEFAULT_SPEED) -> dict[str, Any]:
     }
 
 
-def merged_input(overrides: dict[str, Any] | None, speed: float = DEFAULT_SPEED) -> dict[str, Any]:
-    """The rehearsal's defaults at ``speed``, with a person's input laid over them section by section."""
+def merged_input(
+    overrides: dict[str, Any] | None, speed: float = DEFAULT_SPEED, scenario: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The rehearsal's defaults at ``speed``, the ``scenario``'s input (``World.run_input``) over
+    them, and a person's input over that, section by section."""
     merged = rehearsal_input(speed)
-    for section, values in (overrides or {}).items():
-        if isinstance(values, dict) and isinstance(merged.get(section), dict):
-            merged[section].update(values)
-        else:
-            merged[section] = values
+    for layer in (scenario or {}, overrides or {}):
+        for section, values in layer.items():
+            if isinstance(values, dict) and isinstance(merged.get(section), dict):
+                merged[section] = {**merged[section], **values}
+            else:
+                merged[section] = values
     return merged
 
 
@@ -250,10 +254,10 @@ def rehearse(
     started = time.monotonic()
     chosen = scenario_named(scenario)
     speed = speed or DEFAULT_SPEED
-    run = merged_input(run_input, speed)
-    if timeout_seconds is None:
-        timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)
     with Emulator() as emulator, World(emulator, chosen, speed) as world:
+        run = merged_input(run_input, speed, world.run_input)
+        if timeout_seconds is None:
+            timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)
         execution_arn = start_execution(emulator, run)
         description = wait_for(emulator, execution_arn, timeout_seconds, on_event)
         return collect(emulator, execution_arn, description, started, world)

@@ -1,5 +1,6 @@
 """moto where the rehearsal corrects it (scalelab_rehearsal.moto_fixes): PutScalingPolicy answers
-the policy's ARN, policies belong to their group, and a template's role gets its managed policies,
+the policy's ARN, policies belong to their group, a template's role gets its managed policies, the default VPC
+routes to its internet gateway, and a load balancer refuses two subnets in one zone,
 as in AWS."""
 
 from __future__ import annotations
@@ -199,3 +200,43 @@ def test_a_templates_kms_key_answers_with_its_policy_document(account: None) -> 
 
     assert kms.describe_key(KeyId=key_id)["KeyMetadata"]["KeyId"] == key_id
     assert json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"]) == policy
+
+
+def test_the_default_vpc_routes_to_the_internet_through_its_gateway(account: None) -> None:
+    ec2 = boto3.client("ec2")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    gateways = ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}])
+    main = ec2.describe_route_tables(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}]
+    )["RouteTables"][0]
+
+    gateway = gateways["InternetGateways"][0]["InternetGatewayId"]
+    assert {"DestinationCidrBlock": "0.0.0.0/0", "GatewayId": gateway} in [
+        {key: route[key] for key in ("DestinationCidrBlock", "GatewayId") if key in route}
+        for route in main["Routes"]
+    ]
+
+
+def test_a_load_balancer_refuses_two_subnets_in_one_zone(account: None) -> None:
+    ec2 = boto3.client("ec2")
+    default = {subnet["AvailabilityZone"]: subnet for subnet in ec2.describe_subnets()["Subnets"]}
+    second = ec2.create_subnet(
+        VpcId=default["us-east-1a"]["VpcId"], CidrBlock="172.31.128.0/20", AvailabilityZone="us-east-1a"
+    )["Subnet"]["SubnetId"]
+    elbv2 = boto3.client("elbv2")
+
+    with pytest.raises(elbv2.exceptions.ClientError) as caught:
+        elbv2.create_load_balancer(
+            Name="same-zone",
+            Subnets=[default["us-east-1a"]["SubnetId"], second, default["us-east-1b"]["SubnetId"]],
+        )
+
+    assert caught.value.response["Error"]["Code"] == "InvalidConfigurationRequest"
+    assert caught.value.response["Error"]["Message"] == (
+        "A load balancer cannot be attached to multiple subnets in the same Availability Zone"
+    )
+    assert elbv2.describe_load_balancers()["LoadBalancers"] == []
+    created = elbv2.create_load_balancer(
+        Name="two-zones", Subnets=[default["us-east-1a"]["SubnetId"], default["us-east-1b"]["SubnetId"]]
+    )
+    assert created["LoadBalancers"][0]["LoadBalancerName"] == "two-zones"

@@ -35,7 +35,9 @@ class Rehearsal:
         started = time.monotonic()
         arn = start_execution(
             self.emulator,
-            merged_input(run_input) if run_input is None or isinstance(run_input, dict) else run_input,
+            merged_input(run_input, scenario=self.world.run_input)
+            if run_input is None or isinstance(run_input, dict)
+            else run_input,
             name,
         )
         description = wait_for(self.emulator, arn, EXECUTION_DEADLINE_SECONDS)

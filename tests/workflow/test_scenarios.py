@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from scalelab_rehearsal.rehearse import Outcome, merged_input
+from scalelab_rehearsal.world.scenarios import UNSUPPORTED_ERROR
 
 from scalelab.core.naming import run_id_from_execution
 from tests.support.account import tagged_resources
@@ -91,6 +92,111 @@ def test_failed_launches_fail_the_run_at_the_deadline_with_aws_status_message(re
     assert entered.index("CheckScaleOut") == entered.index("AwaitScaleOut") + 1
     assert LAUNCH_FAILED in rehearsal.logged_event_types(outcome.run_id)
     assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("zone-lacks-type")
+def test_a_launch_refused_in_one_zone_is_retried_in_another_and_the_run_passes(rehearsal: Rehearsal) -> None:
+    # Prepare kept every zone that offered t3.micro when it asked; the scale-out's launch in
+    # us-east-1a fails anyway, and Auto Scaling (balanced-best-effort) launches in another zone.
+    outcome = rehearsal.run(name="wf-zone-lacks-type")
+
+    assert outcome.status == "SUCCEEDED", outcome.cause
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    failed = [
+        item["status_message"]["S"]
+        for item in rehearsal.run_items(outcome.run_id)
+        if item.get("detail_type", {}).get("S") == LAUNCH_FAILED
+    ]
+    assert failed == [UNSUPPORTED_ERROR]
+    assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    # Prepare left out the default VPC's us-east-1e subnet (us-east-1e offers no t3.micro),
+    # and the report says so.
+    assert outcome.report_path is not None
+    lab = json.loads(outcome.report_path.read_text())["run"]["config"]["lab"]
+    assert list(lab["dropped_subnets"].values()) == ["us-east-1e does not offer t3.micro"]
+    assert not set(lab["dropped_subnets"]) & set(lab["subnet_ids"])
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("vcpu-limit")
+def test_the_vcpu_quota_fails_every_launch_and_the_run_quotes_aws(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-vcpu-limit")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at scale_out: scale-out failed: ")
+    assert "launches failed within 8 s and none succeeded; AWS said: 'You have requested more vCPU " in (
+        outcome.cause
+    )
+    assert "than your current vCPU limit of 32 allows for the instance bucket" in outcome.cause
+    assert LAUNCH_OK not in rehearsal.logged_event_types(outcome.run_id)
+    assert rehearsal.logged_event_types(outcome.run_id).count(LAUNCH_FAILED) > 1
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("events-lost")
+def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-events-lost")
+
+    assert outcome.status == "SUCCEEDED", outcome.cause
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    assert (
+        "(seen in the group's scaling activities: no Auto Scaling event reported it)"
+        in outcome.verdict["reason"]
+    )
+    assert rehearsal.logged_event_types(outcome.run_id) == []
+    assert_nothing_left(rehearsal, outcome)
+
+
+def assert_refused_in_prepare(rehearsal: Rehearsal, outcome: Outcome, error: str) -> str:
+    """The run failed in Prepare with ``error``, recorded why, and created nothing; returns the cause."""
+    assert outcome.status == "FAILED"
+    assert outcome.error == error
+    assert outcome.cause is not None
+    entered = [
+        e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
+    ]
+    assert entered == ["Prepare"]
+    assert rehearsal.run_record(outcome.run_id)["status"]["S"] == "rejected"
+    assert tagged_resources(outcome.run_id) == {}
+    assert rehearsal.lock_holder() is None
+    return outcome.cause
+
+
+@pytest.mark.scenario("private-subnets")
+def test_subnets_with_no_way_to_the_internet_are_refused_naming_them(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-private-subnets")
+
+    cause = assert_refused_in_prepare(rehearsal, outcome, "SubnetsUnusable")
+    for subnet in rehearsal.world.run_input["lab"]["subnet_ids"]:
+        assert f"{subnet} (us-east-1" in cause
+    assert "no public IPv4 address on launch and no route 0.0.0.0/0 to a NAT gateway" in cause
+    assert "cannot reach the package repositories" in cause
+
+
+@pytest.mark.scenario("two-subnets-in-a-zone")
+def test_two_subnets_in_one_zone_are_refused_naming_both(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-two-subnets-in-a-zone")
+
+    cause = assert_refused_in_prepare(rehearsal, outcome, "SubnetsUnusable")
+    same_zone = sorted(rehearsal.world.run_input["lab"]["subnet_ids"][:2])
+    assert f"{same_zone[0]} and {same_zone[1]} are both in us-east-1a" in cause
+    assert "a load balancer takes one subnet per availability zone" in cause
+
+
+@pytest.mark.scenario("type-offered-nowhere")
+def test_an_instance_type_none_of_the_zones_offers_is_refused_naming_type_and_zones(
+    rehearsal: Rehearsal,
+) -> None:
+    outcome = rehearsal.run(name="wf-type-offered-nowhere")
+
+    cause = assert_refused_in_prepare(rehearsal, outcome, "InstanceTypeNotOffered")
+    assert (
+        "instance type m7i.large is offered in none of the availability zones of lab.subnet_ids "
+        "(us-east-1a, us-east-1b)"
+    ) in cause
 
 
 @pytest.mark.scenario("replacement-under-stress")

@@ -14,6 +14,7 @@ settings, one part to a module:
 - ``metrics``: CloudWatch's one-minute datapoints of each group (in service, average CPU);
 - ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
 - ``faults``: API faults in the handlers' calls;
+- ``account``: the account a scenario's run needs (subnets, routes, instance type offerings);
 - ``scenarios``: the ways the world misbehaves on purpose, each flag played by one of the parts above.
 
 ``World`` composes the parts for one rehearsal: it installs them into moto on
@@ -30,6 +31,7 @@ from typing import Any
 from moto.elbv2.models import FakeTargetGroup
 
 from scalelab_rehearsal.emulator import Emulator
+from scalelab_rehearsal.world.account import Account
 from scalelab_rehearsal.world.clock import DEFAULT_SPEED, TICK_SECONDS, Clock
 from scalelab_rehearsal.world.faults import ApiFaults
 from scalelab_rehearsal.world.front_door import FrontDoor
@@ -41,8 +43,9 @@ from scalelab_rehearsal.world.health import (
     LabSettings,
 )
 from scalelab_rehearsal.world.metrics import Metrics
-from scalelab_rehearsal.world.scaling import CAPACITY_ERROR, Scaling
+from scalelab_rehearsal.world.scaling import Scaling
 from scalelab_rehearsal.world.scenarios import (
+    CAPACITY_ERROR,
     SCENARIOS,
     SLOW_SCALE_OUT_DELAY_SECONDS,
     Scenario,
@@ -91,6 +94,7 @@ class World:
         self.metrics = Metrics(self.clock, self.stress)
         self.front_door = FrontDoor(self.clock, self.health)
         self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
+        self.account = Account(emulator, scenario)
         self._undo: list[Callable[[], None]] = []
         self._ticker: threading.Thread | None = None
 
@@ -109,6 +113,12 @@ class World:
     @inject_api_faults.setter
     def inject_api_faults(self, on: bool) -> None:
         self.faults.enabled = on
+
+    @property
+    def run_input(self) -> dict[str, Any]:
+        """What the scenario's run input must say to use the account made for it (lay a
+        person's input over it)."""
+        return self.account.run_input
 
     def now(self) -> float:
         """Simulated seconds since the world started."""
@@ -133,6 +143,7 @@ class World:
     # ---- lifecycle -------------------------------------------------------------------
 
     def __enter__(self) -> World:
+        self._undo.append(self.account.install())
         self._undo.append(self.health.install())
         self._undo.append(self.stress.install())
         self._undo.append(self.metrics.install())

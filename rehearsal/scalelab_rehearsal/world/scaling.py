@@ -7,6 +7,11 @@ capacity grows by one (within MaxSize), moto launches the instance, and an
 the default event bus. An instance's CPU counts only once it has warmed up (the
 group's DefaultInstanceWarmup after it is InService), and a new instance warms
 up before the policy acts again.
+
+A scenario's launch may fail first, with EC2's status message (a Failed activity and an
+"EC2 Instance Launch Unsuccessful" event): then nothing more happens before the deadline, or
+Auto Scaling launches in another zone at once (its default balanced-best-effort distribution),
+or it keeps trying and failing. A scenario may also lose every event, as EventBridge may.
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
 from scalelab_rehearsal.world.clock import Clock, now_iso
 from scalelab_rehearsal.world.health import Health
-from scalelab_rehearsal.world.scenarios import Scenario
+from scalelab_rehearsal.world.scenarios import (
+    AFTER_FAILURE_OTHER_ZONE,
+    AFTER_FAILURE_RETRY,
+    Scenario,
+)
 from scalelab_rehearsal.world.stress import Stress
 from scalelab_rehearsal.world.timings import (
     ALARM_DATAPOINTS,
@@ -33,12 +42,10 @@ from scalelab_rehearsal.world.timings import (
     INSTANCE_BOOT_SECONDS,
 )
 
-CAPACITY_ERROR = (
-    "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested "
-    "(us-east-1a). Our system will be working on provisioning additional capacity. You can currently "
-    "get t3.micro capacity by not specifying an Availability Zone in your request or choosing "
-    "us-east-1b, us-east-1c, us-east-1d, us-east-1f. Launching EC2 instance failed."
-)
+# After a launch failed for the vCPU quota, Auto Scaling tries again, backing off. AWS
+# publishes no figure; the world's: a minute, doubling, at most an hour.
+RETRY_FIRST_SECONDS = 60.0
+RETRY_MAX_SECONDS = 3600.0
 
 
 @dataclass
@@ -104,18 +111,16 @@ class Scaling:
     def _scale_out(self, backend: Any, name: str, group: Any, state: _Group) -> None:
         if group.desired_capacity >= group.max_size:
             return
-        if self.scenario.launch_fails:
-            if not state.failed_once:
-                state.failed_once = True
-                failed = moto_fixes.record_activity(
-                    group,
-                    Description=f"Launching a new EC2 instance.  Status Reason: {CAPACITY_ERROR}",
-                    Cause=_alarm_cause(backend, name, group.desired_capacity, group.desired_capacity + 1),
-                    StatusCode="Failed",
-                    StatusMessage=CAPACITY_ERROR,
-                )
-                self._put_event(group, "EC2 Instance Launch Unsuccessful", failed)
-            return
+        if self.scenario.launch_error:
+            first = not state.failed_once
+            state.failed_once = True
+            if first:
+                self._fail_launch(backend, name, group)
+            if first and self.scenario.after_failure == AFTER_FAILURE_RETRY:
+                state.launching = True  # the policy's capacity stands: Auto Scaling keeps trying
+                self.clock.later(RETRY_FIRST_SECONDS, self._retry, backend, name, RETRY_FIRST_SECONDS)
+            if self.scenario.after_failure != AFTER_FAILURE_OTHER_ZONE:
+                return
         state.launching = True
         if self.scenario.launch_delay:
             # The alarm asked for the instance now; the launch stays under way for the delay.
@@ -133,6 +138,27 @@ class Scaling:
             ).start()
         else:
             self._launch(backend, name, state)
+
+    def _fail_launch(self, backend: Any, name: str, group: Any) -> None:
+        """A launch of the scale-out fails with the scenario's status message: a Failed scaling
+        activity and its "EC2 Instance Launch Unsuccessful" event."""
+        message = self.scenario.launch_error
+        failed = moto_fixes.record_activity(
+            group,
+            Description=f"Launching a new EC2 instance.  Status Reason: {message}",
+            Cause=_alarm_cause(backend, name, group.desired_capacity, group.desired_capacity + 1),
+            StatusCode="Failed",
+            StatusMessage=message,
+        )
+        self._put_event(group, "EC2 Instance Launch Unsuccessful", failed)
+
+    def _retry(self, backend: Any, name: str, backoff: float) -> None:
+        group = backend.autoscaling_groups.get(name)
+        if group is None or self.clock.stopped:
+            return  # torn down
+        self._fail_launch(backend, name, group)
+        backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+        self.clock.later(backoff, self._retry, backend, name, backoff)
 
     def _launch(self, backend: Any, name: str, state: _Group) -> None:
         group = backend.autoscaling_groups.get(name)
@@ -187,7 +213,10 @@ class Scaling:
     def _put_event(
         self, group: Any, detail_type: str, activity: dict[str, Any], instance_id: str | None = None
     ) -> None:
-        """The Auto Scaling event of ``activity``, with the shape of AWS's own (events/autoscaling-*.json)."""
+        """The Auto Scaling event of ``activity``, with the shape of AWS's own (events/autoscaling-*.json),
+        unless the scenario's EventBridge loses it."""
+        if self.scenario.loses_events:
+            return
         subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else ""
         failed = activity["StatusCode"] == "Failed"
         detail = {

@@ -8,6 +8,37 @@ from dataclasses import dataclass
 # world's clock, past the rehearsal's deadline at any speed up to 14 000.
 SLOW_SCALE_OUT_DELAY_SECONDS = 86400.0
 
+# What Auto Scaling does after a scale-out launch failed (scaling.py).
+AFTER_FAILURE_NOTHING = "nothing"  # no other launch before the deadline
+AFTER_FAILURE_OTHER_ZONE = "other-zone"  # balanced-best-effort: it launches in another zone at once
+AFTER_FAILURE_RETRY = "retry"  # it tries again, backing off, and fails the same way each time
+
+# EC2's status messages of the failed launches (Amazon EC2 Auto Scaling User Guide,
+# "Troubleshoot Amazon EC2 Auto Scaling: EC2 instance launch failures").
+CAPACITY_ERROR = (
+    "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested "
+    "(us-east-1a). Our system will be working on provisioning additional capacity. You can currently "
+    "get t3.micro capacity by not specifying an Availability Zone in your request or choosing "
+    "us-east-1b, us-east-1c, us-east-1d, us-east-1f. Launching EC2 instance failed."
+)
+UNSUPPORTED_ERROR = (
+    "Your requested instance type (t3.micro) is not supported in your requested Availability Zone "
+    "(us-east-1a). Please retry your request by not specifying an Availability Zone or choosing "
+    "us-east-1b, us-east-1c, us-east-1d, us-east-1f. Launching EC2 instance failed."
+)
+VCPU_LIMIT = 32  # the account's "Running On-Demand Standard instances" quota, in vCPUs
+VCPU_LIMIT_ERROR = (
+    f"You have requested more vCPU capacity than your current vCPU limit of {VCPU_LIMIT} allows for "
+    "the instance bucket that the specified instance type belongs to. Please visit "
+    "http://aws.amazon.com/contact-us/ec2-request to request an adjustment to this limit. "
+    "Launching EC2 instance failed."
+)
+
+# The emulated account a scenario's run needs (account.py), and what its run input names.
+ACCOUNT_PRIVATE_SUBNETS = "private-subnets"  # two subnets, no public IPv4, no NAT
+ACCOUNT_TWO_SUBNETS_IN_A_ZONE = "two-subnets-in-a-zone"  # the default VPC's, and a second one in us-east-1a
+ACCOUNT_TYPE_OFFERED_NOWHERE = "type-offered-nowhere"  # m7i.large not offered in us-east-1a and us-east-1b
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -15,10 +46,13 @@ class Scenario:
     description: str
     targets_become_healthy: bool = True  # health.py
     stress_raises_cpu: bool = True  # stress.py
-    launch_fails: bool = False  # scaling.py
+    launch_error: str = ""  # scaling.py: the status message of the scale-out's failed launch
+    after_failure: str = AFTER_FAILURE_NOTHING  # scaling.py
     launch_delay: float = 0.0  # scaling.py
     replaces_an_instance: bool = False  # scaling.py
+    loses_events: bool = False  # scaling.py
     api_fault_rate: float = 0.0  # faults.py
+    account: str = ""  # account.py
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -29,7 +63,45 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "no-scale-out", "stress does not raise CPU, so the group never scales", stress_raises_cpu=False
         ),
-        Scenario("launch-fails", "the scale-out launch fails with an EC2 capacity error", launch_fails=True),
+        Scenario(
+            "launch-fails",
+            "the scale-out launch fails with an EC2 capacity error",
+            launch_error=CAPACITY_ERROR,
+        ),
+        Scenario(
+            "zone-lacks-type",
+            "the scale-out launch in one zone fails: it does not offer the instance type; "
+            "Auto Scaling launches in another zone",
+            launch_error=UNSUPPORTED_ERROR,
+            after_failure=AFTER_FAILURE_OTHER_ZONE,
+        ),
+        Scenario(
+            "vcpu-limit",
+            "the account's vCPU quota is reached: every scale-out launch fails",
+            launch_error=VCPU_LIMIT_ERROR,
+            after_failure=AFTER_FAILURE_RETRY,
+        ),
+        Scenario(
+            "events-lost",
+            "EventBridge loses the Auto Scaling events (it delivers best effort); the group's "
+            "scaling activities show the scale-out",
+            loses_events=True,
+        ),
+        Scenario(
+            "private-subnets",
+            "the lab's subnets give instances no public IPv4 address and have no NAT gateway",
+            account=ACCOUNT_PRIVATE_SUBNETS,
+        ),
+        Scenario(
+            "two-subnets-in-a-zone",
+            "the lab's subnets include two in one availability zone",
+            account=ACCOUNT_TWO_SUBNETS_IN_A_ZONE,
+        ),
+        Scenario(
+            "type-offered-nowhere",
+            "the instance type is offered in none of the lab's subnets' zones",
+            account=ACCOUNT_TYPE_OFFERED_NOWHERE,
+        ),
         Scenario(
             "replacement-under-stress",
             "an instance fails its health checks under the stress and is replaced (no scale-out)",

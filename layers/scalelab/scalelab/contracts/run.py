@@ -248,6 +248,9 @@ class LabConfig(OutputModel, LabShape):
     subnet_ids: list[Annotated[str, Field(pattern=SUBNET_ID_PATTERN)]] = Field(min_length=2)
     vpc_id: str = Field(pattern=VPC_ID_PATTERN)
     launch_template: LaunchTemplateRef | None = None
+    # The subnets Prepare left out, with why (their zone does not offer the instance type):
+    # the report keeps them, so a run on fewer zones than asked for says so.
+    dropped_subnets: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _sizes_consistent(self) -> Self:

@@ -31,6 +31,14 @@ class NoSubnets(ScalelabError):
     """No subnets were given and none could be found for the lab."""
 
 
+class SubnetsUnusable(ScalelabError):
+    """The subnets cannot hold the lab: two in one zone, or no way to the internet; nothing was created."""
+
+
+class InstanceTypeNotOffered(ScalelabError):
+    """No zone of the lab's subnets offers its instance type (or too few do); nothing was created."""
+
+
 class LabBusy(ScalelabError):
     """Another run holds the lab's lock."""
 
