@@ -5,6 +5,13 @@ datapoints above the target (detailed monitoring), then the group's desired
 capacity grows by one (within MaxSize), moto launches the instance, and an
 "EC2 Instance Launch Successful" event with the shape of AWS's own is put on
 the default event bus. A new instance warms up before the policy acts again.
+
+Every simulated minute the group's average CPU is put as a CloudWatch
+datapoint (``CPUUtilization`` by ``AutoScalingGroupName``, as detailed
+monitoring aggregates it), and the policy's AlarmHigh (made by
+``moto_fixes`` as target tracking makes it) is set with SetAlarmState: ``OK``
+once a datapoint is at or below the target, ``ALARM`` when the scale-out is
+triggered, so its history shows what the alarm saw.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from datetime import datetime
 from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
+from moto.cloudwatch.models import cloudwatch_backends
+from moto.core.utils import utcnow
 
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
@@ -43,6 +52,7 @@ class _Group:
     failed_once: bool = False
     replaced_one: bool = False
     known_instances: set[str] = field(default_factory=set)
+    next_datapoint: float = 0.0  # world's clock
 
 
 class Scaling:
@@ -76,6 +86,9 @@ class Scaling:
                 state.replaced_one = True
                 self._replace(backend, name, group, in_service[0])
             target = self._cpu_target(backend, name)
+            if in_service and self.clock.now() >= state.next_datapoint:
+                state.next_datapoint = self.clock.now() + DATAPOINT_SECONDS
+                self._datapoint(backend, name, self.stress.average_cpu(in_service), target)
             if target is None or not in_service or state.launching:
                 continue
             window = self.stress.high_cpu_window(in_service, target)
@@ -84,7 +97,46 @@ class Scaling:
             start, end = max(window[0], state.not_before), window[1]
             if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
                 state.not_before = self.clock.now()
+                self._set_alarm(
+                    backend,
+                    name,
+                    "ALARM",
+                    f"Threshold Crossed: {ALARM_DATAPOINTS} datapoints were greater than the threshold "
+                    f"({target}).",
+                )
                 self._scale_out(backend, name, group, state)
+
+    def _datapoint(self, backend: Any, name: str, cpu: float, target: float | None) -> None:
+        """One minute's CPUUtilization of the group, and what the alarm makes of it."""
+        cloudwatch_backends[ACCOUNT][REGION].put_metric_data(
+            "AWS/EC2",
+            [
+                {
+                    "MetricName": "CPUUtilization",
+                    "Dimensions": [{"Name": "AutoScalingGroupName", "Value": name}],
+                    "Timestamp": utcnow(),  # naive UTC, as moto compares its datapoints' times
+                    "Value": cpu,
+                    "Unit": "Percent",
+                }
+            ],
+        )
+        if target is not None and cpu <= target:
+            self._set_alarm(
+                backend,
+                name,
+                "OK",
+                f"Threshold Crossed: 1 datapoint [{cpu:.1f}] was not greater than the threshold ({target}).",
+            )
+
+    @staticmethod
+    def _set_alarm(backend: Any, group_name: str, state: str, reason: str) -> None:
+        """SetAlarmState on the policy's AlarmHigh, when it is not in ``state`` already."""
+        policy = _target_tracking_policy(backend, group_name)
+        cloudwatch = cloudwatch_backends[ACCOUNT][REGION]
+        for alarm in getattr(policy, "alarms", None) or []:
+            current = cloudwatch.alarms.get(alarm["AlarmName"])
+            if "-AlarmHigh-" in alarm["AlarmName"] and current is not None and current.state_value != state:
+                cloudwatch.set_alarm_state(alarm["AlarmName"], reason, "{}", state)
 
     @staticmethod
     def _cpu_target(backend: Any, group_name: str) -> float | None:
@@ -222,10 +274,17 @@ def _alarm_cause(backend: Any, group_name: str, before: int, after: int) -> str:
     """Auto Scaling's Cause for a change made by the group's target-tracking alarm."""
     policy = _target_tracking_policy(backend, group_name)
     policy_name = policy.name if policy is not None else "(no policy)"
+    alarm = _alarm_high(policy) or f"TargetTracking-{group_name}-AlarmHigh"
     return (
-        f"At {now_iso()} a monitor alarm TargetTracking-{group_name}-AlarmHigh in state ALARM "
+        f"At {now_iso()} a monitor alarm {alarm} in state ALARM "
         f"triggered policy {policy_name} changing the desired capacity from {before} to {after}."
     )
+
+
+def _alarm_high(policy: Any | None) -> str | None:
+    """The name of the policy's scale-out alarm (moto_fixes gives target tracking policies theirs)."""
+    alarms = getattr(policy, "alarms", None) or []
+    return next((alarm["AlarmName"] for alarm in alarms if "-AlarmHigh-" in alarm["AlarmName"]), None)
 
 
 def _target_tracking_policy(backend: Any, group_name: str) -> Any | None:
