@@ -233,6 +233,45 @@ def test_judge_puts_the_diagnosis_in_the_reason_the_verdict_and_the_report(
     assert report["verdict"]["diagnosis"] == report["diagnosis"]
 
 
+def test_judge_shows_a_failed_probes_answers(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    now = utc_iso()
+    healthy = {
+        "expectation": "2 healthy targets",
+        "expectation_met": True,
+        "counts": {"healthy": 2},
+        "healthy_instances": ["i-0000000000000000a", "i-0000000000000000b"],
+        "targets": {},
+        "checked_at": now,
+        "elapsed_seconds": 1,
+        "deadline_at": now,
+    }
+    # The probe's whole result, as the state machine keeps it in $.probe.
+    probe = {
+        "passed": False,
+        "reason": "only 1 instance answered",
+        "requests": 10,
+        "status_counts": {"200": 6, "502": 4, "timeout": 0, "connection_error": 0},
+        "instances": ["i-0000000000000000a"],
+        "latency_ms": {"p50": 3.0, "p95": 9.0},
+        "probed_at": now,
+    }
+
+    verdict = judge_run(_state(config, lab, healthy=healthy, probe=probe), run_table, settings)
+
+    assert verdict.reason == (
+        "failed at probe: only 1 instance answered; diagnosis: answers 200: 6, 502: 4; "
+        "answered by 1 instance(s): i-0000000000000000a"
+    )
+    assert verdict.diagnosis[0].lines == [
+        "10 requests",
+        "200: 6",
+        "502: 4",
+        "answered by 1 instance(s): i-0000000000000000a",
+    ]
+
+
 def test_a_failure_with_nothing_to_read_has_no_diagnosis(config: RunConfig, lab: ProvisionResult) -> None:
     # A lab that was not provisioned: the error in the reason is all there is.
     assert diagnosis.diagnose(_state(config, lab), "provisioned") == diagnosis.Diagnosis()
