@@ -275,3 +275,24 @@ def test_judge_shows_a_failed_probes_answers(
 def test_a_failure_with_nothing_to_read_has_no_diagnosis(config: RunConfig, lab: ProvisionResult) -> None:
     # A lab that was not provisioned: the error in the reason is all there is.
     assert diagnosis.diagnose(_state(config, lab), "provisioned") == diagnosis.Diagnosis()
+
+
+def test_a_diagnosis_that_breaks_is_a_finding_and_the_verdict_still_comes(
+    config: RunConfig,
+    lab: ProvisionResult,
+    run_table: RunTable,
+    settings: ReportSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(_run: JudgeEvent) -> diagnosis.Diagnosis:
+        raise RuntimeError("a bug in a new kind")
+
+    monkeypatch.setitem(diagnosis.KINDS, "healthy", broken)
+
+    verdict = judge_run(_state(config, lab), run_table, settings)
+
+    assert verdict.passed is False
+    assert verdict.reason.startswith("failed at healthy: ")
+    assert [f.model_dump() for f in verdict.diagnosis] == [
+        {"title": "Diagnosis", "lines": ["the diagnosis failed: RuntimeError: a bug in a new kind"]}
+    ]

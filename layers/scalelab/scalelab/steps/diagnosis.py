@@ -23,6 +23,7 @@ from scalelab.contracts.diagnosis import MAX_FINDINGS, MAX_LINE_CHARS, MAX_LINES
 from scalelab.contracts.judge import JudgeEvent
 from scalelab.contracts.scaleout import CONTROL_CHARACTERS
 from scalelab.core.aws import quick_client
+from scalelab.core.observability import logger
 
 # The whole diagnosis reads for at most this long (Judge's timeout is 60 s); each call fails fast
 # (core.aws.quick_client).
@@ -370,12 +371,7 @@ def probe_failed(requests: int | None, status_counts: dict[str, int], instances:
     lines = [f"{requests if requests is not None else '?'} requests", *answers, spread]
     summary = f"answers {', '.join(answers) or 'none'}; {spread}"
     return _diagnosis(
-        [summary],
-        [
-            Finding(
-                title="Probe answers (status codes, errors, instances)", lines=[text(line) for line in lines]
-            )
-        ],
+        [summary], [gather("Probe answers (status codes, errors, instances)", lambda: lines, Budget())]
     )
 
 
@@ -425,4 +421,11 @@ KINDS: dict[str, Callable[[JudgeEvent], Diagnosis]] = {
 def diagnose(run: JudgeEvent, failed_check: str) -> Diagnosis:
     """The diagnosis of a run that failed ``failed_check``; empty for a check with nothing to read."""
     kind = KINDS.get(failed_check)
-    return kind(run) if kind is not None else Diagnosis()
+    if kind is None:
+        return Diagnosis()
+    try:
+        return kind(run)
+    except Exception as exc:  # a diagnosis explains a failure; it must never become one
+        logger.exception("diagnosis failed", extra={"failed_check": failed_check})
+        broke = [f"the diagnosis failed: {type(exc).__name__}: {exc}"]
+        return Diagnosis(findings=[gather("Diagnosis", lambda: broke, Budget())])
