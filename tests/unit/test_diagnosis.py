@@ -135,7 +135,7 @@ def test_no_scale_out_reads_the_alarm_its_history_the_activities_the_cpu_and_the
     assert any("-AlarmLow-" in line and ": INSUFFICIENT_DATA since " in line for line in policy_lines)
     assert history[0].endswith("Alarm updated from INSUFFICIENT_DATA to OK")
     assert any("Launching a new EC2 instance" in line for line in activities)
-    assert cpu[0] == "highest one-minute average: 10.0 % (1 datapoints)"
+    assert cpu[0] == "highest one-minute average: 10.0 % (1 datapoint)"
     assert any(line.startswith(f"{instances[0]}: Undeliverable") for line in stress)
     assert found.summary == (
         "the group's average CPU reached at most 10.0 % (target 50.0 %); "
@@ -270,6 +270,30 @@ def test_judge_shows_a_failed_probes_answers(
         "502: 4",
         "answered by 1 instance(s): i-0000000000000000a",
     ]
+
+
+def test_targets_that_never_registered_come_with_the_groups_failed_launches(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    group = autoscaling_backends[DEFAULT_ACCOUNT_ID][REGION].autoscaling_groups[lab.auto_scaling_group_name]
+    quota = "You have requested more vCPU capacity than your current vCPU limit of 0 allows."
+    elbv2 = boto3.client("elbv2")
+    registered = elbv2.describe_target_health(TargetGroupArn=lab.target_group_arn)["TargetHealthDescriptions"]
+    elbv2.deregister_targets(
+        TargetGroupArn=lab.target_group_arn, Targets=[{"Id": t["Target"]["Id"]} for t in registered]
+    )
+    moto_fixes.record_activity(
+        group, Description="Launching a new EC2 instance", Cause="x", StatusCode="Failed", StatusMessage=quota
+    )
+
+    verdict = judge_run(_state(config, lab), run_table, settings)
+
+    assert verdict.diagnosis[0].lines == ["no targets are registered: the group put no instance in service"]
+    assert verdict.diagnosis[1].lines[0].endswith(f" Failed: {quota}")
+    newest = verdict.diagnosis[1].lines[0].split(" ", 1)[0]
+    assert verdict.reason.endswith(
+        f"; diagnosis: no target was registered; 1 unsuccessful launch activity, the newest at {newest}"
+    )
 
 
 def test_a_failure_with_nothing_to_read_has_no_diagnosis(config: RunConfig, lab: ProvisionResult) -> None:

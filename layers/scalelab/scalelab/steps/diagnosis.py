@@ -41,7 +41,11 @@ TARGET_TRACKING = "TargetTrackingScaling"
 FAILED_ACTIVITIES = frozenset({"Failed", "Cancelled"})
 # A console line that says what went wrong, for the summary (else the last line is shown).
 ERROR_WORDS = re.compile(r"error|fail|denied|not found|cannot|timed? ?out", re.IGNORECASE)
-RAN_OR_RUNNING = frozenset({"Pending", "InProgress", "Success", "Delayed"})
+# Invocation statuses of a stress that ran or runs. Cancelled counts: StopStress cancels the burn
+# when the scale-out wait ends, before Judge reads; one that never ran is Failed, TimedOut,
+# Undeliverable or Terminated, with its output saying why.
+NO_TARGETS = "no target was registered"
+RAN_OR_RUNNING = frozenset({"Pending", "InProgress", "Delayed", "Success", "Cancelling", "Cancelled"})
 
 
 def text(value: object, limit: int = MAX_LINE_CHARS) -> str:
@@ -117,7 +121,7 @@ def console_tail(instance_id: str) -> list[str]:
     base64-encoded; botocore decodes it (its ``decode_console_output`` handler)."""
     decoded = quick_client("ec2").get_console_output(InstanceId=instance_id).get("Output")
     if not decoded:
-        return ["the console output is empty (an instance's console is kept from shortly after boot)"]
+        return ["the console output is empty (an instance that just launched may not have posted any yet)"]
     lines = [line.rstrip() for line in decoded.splitlines() if line.strip()]
     return lines[-CONSOLE_LINES:]
 
@@ -174,7 +178,7 @@ def _activity_lines(group: str, since: datetime | None = None, failed_only: bool
             continue
         message = f": {activity['StatusMessage']}" if activity.get("StatusMessage") else ""
         lines.append(f"{_when(started)} {code} {activity.get('Description', '')}{message}")
-        if not failed_only and activity.get("Cause"):
+        if activity.get("Cause"):
             lines.append(f"  cause: {activity['Cause']}")
     return lines or ["no scaling activity" + (" failed" if failed_only else "") + " in this window"]
 
@@ -195,7 +199,8 @@ def _cpu(group: str, since: datetime, now: datetime) -> tuple[float | None, list
     if not points:
         return None, ["no CPUUtilization datapoint for the group (is detailed monitoring on?)"]
     highest = max(point["Average"] for point in points)
-    lines = [f"highest one-minute average: {highest:.1f} % ({len(points)} datapoints)"]
+    count = f"{len(points)} datapoint" + ("" if len(points) == 1 else "s")
+    lines = [f"highest one-minute average: {highest:.1f} % ({count})"]
     lines += [
         f"{_when(point['Timestamp'])} average {point['Average']:.1f} %, maximum {point['Maximum']:.1f} %"
         for point in points[-(MAX_LINES - 1) :]
@@ -261,7 +266,7 @@ def never_healthy(
         telling = [line for line in console.lines if ERROR_WORDS.search(line)] or console.lines[-1:]
         summary.append(f"its console says: {telling[0]!r}")
     elif found.get("targets") == []:
-        summary.append("no target was registered")
+        summary.append(NO_TARGETS)
     return _diagnosis(summary, findings)
 
 
@@ -381,7 +386,13 @@ def probe_failed(requests: int | None, status_counts: dict[str, int], instances:
 def _healthy(run: JudgeEvent) -> Diagnosis:
     if run.provision is None:
         return Diagnosis()
-    return never_healthy(run.provision.target_group_arn)
+    budget = Budget()
+    targets = never_healthy(run.provision.target_group_arn, budget=budget)
+    if targets.summary != NO_TARGETS:
+        return targets
+    # No instance reached the target group: why the group could not launch one.
+    launches = launch_failed(run.provision.auto_scaling_group_name, budget=budget)
+    return _diagnosis([targets.summary, launches.summary], [*targets.findings, *launches.findings])
 
 
 def _probe(run: JudgeEvent) -> Diagnosis:
