@@ -84,6 +84,13 @@ def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> Non
     )
     console = finding(diagnosis, "Console output of i-")
     assert console[-2].endswith("Failed running /var/lib/cloud/instance/scripts/part-001 [1]")
+    # The notification publishes the verdict, diagnosis included.
+    (published,) = [
+        json.loads(event["taskScheduledEventDetails"]["parameters"])
+        for event in outcome.history
+        if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
+    ]
+    assert json.loads(published["Message"])["diagnosis"] == outcome.verdict["diagnosis"]
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 
