@@ -451,6 +451,8 @@ def _summary(outcome: Outcome, args: argparse.Namespace, log_path: Path) -> dict
         "status": outcome.status,
         "passed": outcome.passed,
         "reason": _reason(outcome),
+        # What Judge read about the failure: [{"title": ..., "lines": [...]}], empty when it passed.
+        "diagnosis": (outcome.verdict or {}).get("diagnosis", []),
         "timeline": timeline,
         "timeline_source": "verdict" if verdict_timeline else "history",
         "report_path": str(outcome.report_path) if outcome.report_path else None,
@@ -494,6 +496,10 @@ def _print_summary(summary: dict[str, Any], out: TextIO) -> None:
         )
     if summary.get("aws") is not None:
         lines += ["", f"{AWS_LINE} {minutes_text(summary['aws']['seconds'])}"]
+    if summary["diagnosis"]:
+        lines += ["", "Diagnosis:"]
+    for finding in summary["diagnosis"]:
+        lines += [f"  {finding['title']}", *(f"    {line}" for line in finding["lines"])]
     lines += [
         "",
         f"Run id   {summary['run_id']}",

@@ -55,8 +55,12 @@ from typing import Any
 
 from moto.autoscaling.models import AutoScalingBackend, FakeAutoScalingGroup, FakeScalingPolicy
 from moto.autoscaling.responses import AutoScalingResponse
+from moto.cloudwatch.models import Alarm, cloudwatch_backends
+from moto.cloudwatch.responses import CloudWatchResponse
 from moto.core.responses import ActionResult, EmptyResult
+from moto.core.types import Base64EncodedString
 from moto.ec2.models.vpcs import VPC, VPCBackend
+from moto.ec2.responses.general import SAMPLE_CONSOLE_OUTPUT, General
 from moto.elbv2.exceptions import InvalidConfigurationRequest
 from moto.elbv2.models import ELBv2Backend, FakeLoadBalancer
 from moto.events.responses import EventsHandler
@@ -141,18 +145,59 @@ _put_policy_answer_as_moto_does = AutoScalingResponse.put_scaling_policy
 
 
 def put_scaling_policy(self: AutoScalingBackend, **arguments: Any) -> FakeScalingPolicy:
-    """Keep the policy under its ARN, which names its group and itself: one per group and name."""
+    """Keep the policy under its ARN, which names its group and itself: one per group and name; a
+    target-tracking policy gets its two alarms, as AWS creates them."""
     policy = _put_policy_as_moto_does(self, **arguments)
     del self.policies[arguments["name"]]  # where moto put it
+    existing = self.policies.get(policy.arn)
     self.policies[policy.arn] = policy
+    if policy.policy_type == "TargetTrackingScaling":
+        # Read by moto's DescribePolicies answer (the API's ScalingPolicy.Alarms).
+        policy.__dict__["alarms"] = getattr(existing, "alarms", None) or _target_tracking_alarms(self, policy)
     return policy
 
 
+def _target_tracking_alarms(backend: AutoScalingBackend, policy: FakeScalingPolicy) -> list[dict[str, str]]:
+    """AlarmHigh (3 of 3 one-minute datapoints above the target) and AlarmLow (15 of 15 below 90 % of
+    it), as target tracking makes them for a predefined CPU metric."""
+    cloudwatch = cloudwatch_backends[backend.account_id][backend.region_name]
+    target = float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
+    group = policy.auto_scaling_group_name
+    alarms = []
+    for kind, operator, periods, threshold in (
+        ("AlarmHigh", "GreaterThanThreshold", 3, target),
+        ("AlarmLow", "LessThanThreshold", 15, target * 0.9),
+    ):
+        name = f"TargetTracking-{group}-{kind}-{uuid.uuid4()}"
+        alarm = cloudwatch.put_metric_alarm(
+            name=name,
+            namespace="AWS/EC2",
+            metric_name="CPUUtilization",
+            comparison_operator=operator,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
+            period=60,
+            threshold=threshold,
+            statistic="Average",
+            description=f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {policy.arn}.",
+            dimensions=[{"Name": "AutoScalingGroupName", "Value": group}],
+            alarm_actions=[policy.arn],
+        )
+        alarm.state_value = "INSUFFICIENT_DATA"
+        alarms.append({"AlarmName": name, "AlarmARN": alarm.alarm_arn})
+    return alarms
+
+
+def _delete_alarms_of(backend: AutoScalingBackend, policy: FakeScalingPolicy) -> None:
+    names = [alarm["AlarmName"] for alarm in getattr(policy, "alarms", None) or []]
+    cloudwatch_backends[backend.account_id][backend.region_name].delete_alarms(names)
+
+
 def delete_auto_scaling_group(self: AutoScalingBackend, group_name: str) -> None:
-    """Deleting a group deletes its policies."""
+    """Deleting a group deletes its policies, and their alarms."""
     _delete_group_as_moto_does(self, group_name)
     for arn in [arn for arn, policy in self.policies.items() if policy.auto_scaling_group_name == group_name]:
-        del self.policies[arn]
+        _delete_alarms_of(self, self.policies.pop(arn))
 
 
 def put_scaling_policy_answer(self: AutoScalingResponse) -> ActionResult:
@@ -172,7 +217,10 @@ def _policy_key(self: AutoScalingResponse) -> str:
 
 
 def delete_policy(self: AutoScalingResponse) -> ActionResult:
+    policy = self.autoscaling_backend.policies.get(_policy_key(self))
     self.autoscaling_backend.delete_policy(_policy_key(self))
+    if policy is not None:
+        _delete_alarms_of(self.autoscaling_backend, policy)
     return EmptyResult()
 
 
@@ -234,7 +282,6 @@ def set_error(self: Environment, error: ExecutionFailedEventDetails) -> None:
 # makes. Whoever plays AWS sets it (the world, for its alarm); moto's own changes say "a user request".
 _capacity_cause: ContextVar[str | None] = ContextVar("capacity_cause", default=None)
 _set_capacity_as_moto_does = FakeAutoScalingGroup.set_desired_capacity
-_describe_activities_as_moto_does = AutoScalingResponse.describe_scaling_activities
 
 
 @contextmanager
@@ -324,6 +371,77 @@ def describe_scaling_activities(self: AutoScalingResponse) -> ActionResult:
     return ActionResult({"Activities": activities})
 
 
+# ---- alarm history and console output --------------------------------------------------------------
+
+_update_alarm_state_as_moto_does = Alarm.update_state
+# DescribeAlarmHistory's MaxRecords when the request gives none, and its largest.
+ALARM_HISTORY_RECORDS = 100
+
+
+def alarm_history(alarm: Alarm) -> list[dict[str, Any]]:
+    """The alarm's state changes, oldest first, as DescribeAlarmHistory items."""
+    history: list[dict[str, Any]] = alarm.__dict__.setdefault("scalelab_history", [])
+    return history
+
+
+def update_alarm_state(self: Alarm, reason: str, reason_data: str, state_value: str) -> None:
+    """Change the state as moto does, and keep the change as AWS's history item."""
+    old = self.state_value
+    _update_alarm_state_as_moto_does(self, reason, reason_data, state_value)
+    if old != state_value:
+        alarm_history(self).append(
+            {
+                "AlarmName": self.name,
+                "AlarmType": "MetricAlarm",
+                "Timestamp": self.state_updated_timestamp,
+                "HistoryItemType": "StateUpdate",
+                "HistorySummary": f"Alarm updated from {old} to {state_value}",
+                "HistoryData": json.dumps(
+                    {
+                        "version": "1.0",
+                        "oldState": {"stateValue": old},
+                        "newState": {"stateValue": state_value, "stateReason": reason},
+                    }
+                ),
+            }
+        )
+
+
+def describe_alarm_history(self: CloudWatchResponse) -> ActionResult:
+    """One alarm's (or every alarm's) history, filtered by type, newest first unless asked otherwise."""
+    name = self._get_param("AlarmName")
+    kind = self._get_param("HistoryItemType")
+    limit = min(int(self._get_param("MaxRecords") or ALARM_HISTORY_RECORDS), ALARM_HISTORY_RECORDS)
+    alarms = [
+        alarm for alarm in self.cloudwatch_backend.alarms.values() if name is None or alarm.name == name
+    ]
+    items = sorted(
+        (
+            item
+            for alarm in alarms
+            for item in alarm_history(alarm)
+            if kind is None or item["HistoryItemType"] == kind
+        ),
+        key=lambda item: item["Timestamp"],
+        reverse=self._get_param("ScanBy") != "TimestampAscending",
+    )
+    return ActionResult({"AlarmHistoryItems": items[:limit]})
+
+
+def get_console_output(self: General) -> ActionResult:
+    """The instance's console (``console_output``, which the world writes), base64-encoded as in AWS
+    (botocore decodes it for the caller)."""
+    instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+    console = str(instance.__dict__.get("console_output", SAMPLE_CONSOLE_OUTPUT))
+    return ActionResult(
+        {
+            "InstanceId": instance.id,
+            "Timestamp": datetime.now(UTC),
+            "Output": Base64EncodedString.from_raw_string(console),
+        }
+    )
+
+
 # ---- roles from a template: moto drops their managed policies ----------------------------------
 
 _create_role_as_moto_does = Role.create_from_cloudformation_json.__func__  # type: ignore[attr-defined]
@@ -388,7 +506,6 @@ GROUP_METRICS = (
     "GroupTerminatingInstances",
     "GroupTotalInstances",
 )
-_enable_metrics_as_moto_does = FakeAutoScalingGroup.enable_metrics_collection
 
 
 def enable_metrics_collection(self: FakeAutoScalingGroup, metrics: list[str]) -> None:
@@ -433,56 +550,48 @@ def create_load_balancer(
     )
 
 
+def _patches() -> list[tuple[type, str, Any]]:
+    """Each fix as (moto's class, attribute, what replaces it)."""
+    return [
+        (FakeAutoScalingGroup, "set_desired_capacity", set_desired_capacity),
+        (FakeAutoScalingGroup, "enable_metrics_collection", enable_metrics_collection),
+        (Role, "create_from_cloudformation_json", classmethod(create_role_from_template)),  # type: ignore[arg-type]
+        (Key, "create_from_cloudformation_json", classmethod(create_key_from_template)),  # type: ignore[arg-type]
+        (AutoScalingResponse, "describe_scaling_activities", describe_scaling_activities),
+        (SimpleSystemManagerResponse, "cancel_command", cancel_command),
+        (Command, "_get_instance_ids_from_targets", instances_from_targets),
+        (StepFunctionResponse, "send_task_failure", send_task_failure),
+        (callback_tasks.StateTaskServiceCallback, "_eval_wait_for_task_token", wait_for_task_token),
+        (ExecutionState, "_evaluate_with_timeout", evaluate_state),
+        (Environment, "set_error", set_error),
+        (EventsHandler, "put_events", put_events),
+        (AutoScalingBackend, "put_scaling_policy", put_scaling_policy),
+        (AutoScalingBackend, "delete_auto_scaling_group", delete_auto_scaling_group),
+        (AutoScalingResponse, "put_scaling_policy", put_scaling_policy_answer),
+        (AutoScalingResponse, "delete_policy", delete_policy),
+        (AutoScalingResponse, "execute_policy", execute_policy),
+        (VPCBackend, "create_default_vpc", create_default_vpc),
+        (ELBv2Backend, "create_load_balancer", create_load_balancer),
+        (Alarm, "update_state", update_alarm_state),
+        (CloudWatchResponse, "describe_alarm_history", describe_alarm_history),
+        (General, "get_console_output", get_console_output),
+    ]
+
+
 def install() -> Callable[[], None]:
-    """Apply the fixes; returns the undo."""
-    saved: dict[str, Any] = {
-        "cancel": SimpleSystemManagerResponse.__dict__.get("cancel_command"),
-        "failure": StepFunctionResponse.send_task_failure,
-        "delete_policy": AutoScalingResponse.delete_policy,
-        "execute_policy": AutoScalingResponse.execute_policy,
-    }
-    FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity  # type: ignore[method-assign]
-    FakeAutoScalingGroup.enable_metrics_collection = enable_metrics_collection  # type: ignore[method-assign]
-    Role.create_from_cloudformation_json = classmethod(create_role_from_template)  # type: ignore[method-assign,assignment,arg-type]
-    Key.create_from_cloudformation_json = classmethod(create_key_from_template)  # type: ignore[method-assign,assignment,arg-type]
-    AutoScalingResponse.describe_scaling_activities = describe_scaling_activities  # type: ignore[method-assign]
-    SimpleSystemManagerResponse.cancel_command = cancel_command  # type: ignore[attr-defined]
-    Command._get_instance_ids_from_targets = instances_from_targets  # type: ignore[method-assign]
-    StepFunctionResponse.send_task_failure = send_task_failure  # type: ignore[method-assign]
-    callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = wait_for_task_token  # type: ignore[method-assign]
-    ExecutionState._evaluate_with_timeout = evaluate_state  # type: ignore[method-assign]
-    Environment.set_error = set_error  # type: ignore[method-assign]
-    EventsHandler.put_events = put_events  # type: ignore[method-assign]
-    AutoScalingBackend.put_scaling_policy = put_scaling_policy  # type: ignore[method-assign,assignment]
-    AutoScalingBackend.delete_auto_scaling_group = delete_auto_scaling_group  # type: ignore[method-assign]
-    AutoScalingResponse.put_scaling_policy = put_scaling_policy_answer  # type: ignore[method-assign]
-    AutoScalingResponse.delete_policy = delete_policy  # type: ignore[method-assign]
-    AutoScalingResponse.execute_policy = execute_policy  # type: ignore[method-assign]
-    VPCBackend.create_default_vpc = create_default_vpc  # type: ignore[method-assign]
-    ELBv2Backend.create_load_balancer = create_load_balancer  # type: ignore[method-assign,assignment]
+    """Apply the fixes; returns the undo, which puts back exactly what each class held (an
+    attribute the class only inherited, or moto lacks, is removed again)."""
+    patches = _patches()
+    # The class's own attribute, as stored (a classmethod stays one), or None when it has none.
+    saved = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in patches]
+    for owner, name, replacement in patches:
+        setattr(owner, name, replacement)
 
     def undo() -> None:
-        ELBv2Backend.create_load_balancer = _create_load_balancer_as_moto_does  # type: ignore[method-assign]
-        VPCBackend.create_default_vpc = _create_default_vpc_as_moto_does  # type: ignore[method-assign]
-        Role.create_from_cloudformation_json = classmethod(_create_role_as_moto_does)  # type: ignore[method-assign,assignment]
-        Key.create_from_cloudformation_json = classmethod(_create_key_as_moto_does)  # type: ignore[method-assign,assignment]
-        AutoScalingResponse.describe_scaling_activities = _describe_activities_as_moto_does  # type: ignore[method-assign]
-        FakeAutoScalingGroup.set_desired_capacity = _set_capacity_as_moto_does  # type: ignore[method-assign]
-        FakeAutoScalingGroup.enable_metrics_collection = _enable_metrics_as_moto_does  # type: ignore[method-assign]
-        AutoScalingResponse.execute_policy = saved["execute_policy"]  # type: ignore[method-assign]
-        AutoScalingResponse.delete_policy = saved["delete_policy"]  # type: ignore[method-assign]
-        AutoScalingResponse.put_scaling_policy = _put_policy_answer_as_moto_does  # type: ignore[method-assign]
-        AutoScalingBackend.delete_auto_scaling_group = _delete_group_as_moto_does  # type: ignore[method-assign]
-        AutoScalingBackend.put_scaling_policy = _put_policy_as_moto_does  # type: ignore[method-assign]
-        EventsHandler.put_events = _put_events_as_moto_does  # type: ignore[method-assign]
-        Environment.set_error = _set_error_as_moto_does  # type: ignore[method-assign]
-        ExecutionState._evaluate_with_timeout = _evaluate_state_as_moto_does  # type: ignore[method-assign]
-        callback_tasks.StateTaskServiceCallback._eval_wait_for_task_token = _wait_for_token_as_moto_does  # type: ignore[method-assign]
-        StepFunctionResponse.send_task_failure = saved["failure"]  # type: ignore[method-assign]
-        Command._get_instance_ids_from_targets = _instances_from_targets_as_moto_reads_them  # type: ignore[method-assign]
-        if saved["cancel"] is None:
-            del SimpleSystemManagerResponse.cancel_command  # type: ignore[attr-defined]
-        else:
-            SimpleSystemManagerResponse.cancel_command = saved["cancel"]  # type: ignore[attr-defined]
+        for owner, name, original in reversed(saved):
+            if original is None:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
 
     return undo

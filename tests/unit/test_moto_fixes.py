@@ -1,7 +1,7 @@
 """moto where the rehearsal corrects it (scalelab_rehearsal.moto_fixes): PutScalingPolicy answers
-the policy's ARN, policies belong to their group, a template's role gets its managed policies, the default VPC
-routes to its internet gateway, and a load balancer refuses two subnets in one zone,
-as in AWS."""
+the policy's ARN, policies belong to their group and have target tracking's alarms, alarms keep their
+history, an instance's console is its own, a template's role gets its managed policies, the default VPC
+routes to its internet gateway, and a load balancer refuses two subnets in one zone, as in AWS."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 
 import boto3
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 from scalelab_rehearsal import moto_fixes
 
 GROUPS = ("scalelab-lab-a", "scalelab-lab-b")
@@ -240,3 +242,76 @@ def test_a_load_balancer_refuses_two_subnets_in_one_zone(account: None) -> None:
         Name="two-zones", Subnets=[default["us-east-1a"]["SubnetId"], default["us-east-1b"]["SubnetId"]]
     )
     assert created["LoadBalancers"][0]["LoadBalancerName"] == "two-zones"
+
+
+def alarms_of(autoscaling: Any, group: str) -> list[str]:
+    return [alarm["AlarmName"] for policy in policies_of(autoscaling, group) for alarm in policy["Alarms"]]
+
+
+def test_a_target_tracking_policy_has_its_two_alarms_as_aws_names_them(autoscaling: Any) -> None:
+    put_cpu_policy(autoscaling, GROUPS[0], 50.0)
+    put_cpu_policy(autoscaling, GROUPS[0], 50.0)  # a repeated put keeps the policy's alarms
+
+    names = alarms_of(autoscaling, GROUPS[0])
+
+    assert [name.rsplit("-", 5)[0] for name in names] == [
+        f"TargetTracking-{GROUPS[0]}-AlarmHigh",
+        f"TargetTracking-{GROUPS[0]}-AlarmLow",
+    ]
+    alarms = boto3.client("cloudwatch").describe_alarms(AlarmNames=names)["MetricAlarms"]
+    assert {alarm["StateValue"] for alarm in alarms} == {"INSUFFICIENT_DATA"}
+    assert len(boto3.client("cloudwatch").describe_alarms()["MetricAlarms"]) == 2
+    high = next(alarm for alarm in alarms if "-AlarmHigh-" in alarm["AlarmName"])
+    assert (high["Threshold"], high["EvaluationPeriods"]) == (50.0, 3)
+    assert high["Dimensions"] == [{"Name": "AutoScalingGroupName", "Value": GROUPS[0]}]
+
+
+def test_deleting_the_policy_or_its_group_deletes_its_alarms(autoscaling: Any) -> None:
+    for group in GROUPS:
+        put_cpu_policy(autoscaling, group, 50.0)
+    cloudwatch = boto3.client("cloudwatch")
+
+    autoscaling.delete_policy(AutoScalingGroupName=GROUPS[0], PolicyName=POLICY)
+    assert {alarm["AlarmName"] for alarm in cloudwatch.describe_alarms()["MetricAlarms"]} == set(
+        alarms_of(autoscaling, GROUPS[1])
+    )
+    autoscaling.delete_auto_scaling_group(AutoScalingGroupName=GROUPS[1], ForceDelete=True)
+    assert cloudwatch.describe_alarms()["MetricAlarms"] == []
+
+
+def test_an_alarms_state_changes_are_its_history(autoscaling: Any) -> None:
+    put_cpu_policy(autoscaling, GROUPS[0], 50.0)
+    high = alarms_of(autoscaling, GROUPS[0])[0]
+    cloudwatch = boto3.client("cloudwatch")
+    for state in ("OK", "OK", "ALARM"):
+        cloudwatch.set_alarm_state(AlarmName=high, StateValue=state, StateReason=f"now {state}")
+
+    items = cloudwatch.describe_alarm_history(AlarmName=high, HistoryItemType="StateUpdate")[
+        "AlarmHistoryItems"
+    ]
+
+    assert [item["HistorySummary"] for item in items] == [
+        "Alarm updated from OK to ALARM",
+        "Alarm updated from INSUFFICIENT_DATA to OK",
+    ]
+    assert json.loads(items[0]["HistoryData"])["newState"] == {
+        "stateValue": "ALARM",
+        "stateReason": "now ALARM",
+    }
+    oldest_first = cloudwatch.describe_alarm_history(
+        AlarmName=high, ScanBy="TimestampAscending", MaxRecords=1
+    )
+    assert [item["HistorySummary"] for item in oldest_first["AlarmHistoryItems"]] == [
+        "Alarm updated from INSUFFICIENT_DATA to OK"
+    ]
+
+
+def test_an_instance_console_is_what_the_world_wrote_there(account: None) -> None:
+    ec2 = boto3.client("ec2")
+    instance = ec2.run_instances(ImageId="ami-12c6146b", MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].get_instance(instance).__dict__["console_output"] = (
+        "booted\n"
+    )
+
+    # botocore decodes the base64 AWS sends.
+    assert ec2.get_console_output(InstanceId=instance)["Output"] == "booted\n"

@@ -72,6 +72,7 @@ def test_a_run_that_met_every_expectation_passes_with_its_timeline(
 
     assert verdict.passed is True
     assert verdict.reason.startswith("passed: 2 healthy targets 90 s after provisioning")
+    assert verdict.diagnosis == []
     assert [(phase.name, phase.seconds) for phase in verdict.timeline] == [
         ("provision", 60),
         ("wait_healthy", 90),
@@ -97,10 +98,13 @@ def test_no_scale_out_says_how_the_group_stayed(
     verdict = judge(state, run_table, settings)
 
     assert verdict.passed is False
-    assert verdict.reason == (
+    # The policy's alarms exist (target tracking makes them); no datapoint has reached them yet.
+    assert verdict.reason.startswith(
         "failed at scale_out: no scale-out within 900 s: group stayed at 2/4 instances (desired 2); "
-        "last CPU alarm state: unknown (no CPU alarm found)"
+        "last CPU alarm state: INSUFFICIENT_DATA; diagnosis: "
     )
+    # This made-up state's command id is not one SSM accepts.
+    assert verdict.reason.endswith("; diagnosis: whether the stress ran could not be read")
     record = run_table.load_run(RUN)
     assert record is not None
     assert record.status == "failed"

@@ -356,6 +356,7 @@ def test_json_prints_one_outcome_object_for_a_passing_rehearsal(
     assert outcome["status"] == "SUCCEEDED"
     assert outcome["passed"] is True
     assert outcome["reason"].startswith("passed: ")
+    assert outcome["diagnosis"] == []
     assert [phase["name"] for phase in outcome["timeline"]] == [
         "provision",
         "wait_healthy",
@@ -406,6 +407,8 @@ def test_a_failed_verdict_exits_1_after_the_progress_and_the_reason(
     assert " Scale-out failed in " in out
     assert "\nFAILED  failed at scale_out: " in out
     assert "Timeline (from the verdict):" in out
+    assert "\nDiagnosis:\n  Unsuccessful launches (DescribeScalingActivities)\n" in out
+    assert "Failed: We currently do not have sufficient t3.micro capacity" in out
     assert "Run id   " in out
     assert "Report   " in out
 

@@ -49,10 +49,6 @@ UNTAKEN_PATHS = {
     ("JanitorFunctionRole", "ec2:TerminateInstances"): (
         "teardown.py, an instance left without its group (the sweep's groups take theirs with them)"
     ),
-    ("JudgeRunFunctionRole", "cloudwatch:DescribeAlarms"): (
-        "verdict.py, the group's CPU alarm (moto's target tracking policies make no alarms, and moto"
-        " does not serve CloudWatch's RPC v2 CBOR protocol)"
-    ),
     ("OnScalingEventFunctionRole", "dynamodb:Query"): (
         "scaleout.py, an event that arrives before its waiter is registered"
     ),

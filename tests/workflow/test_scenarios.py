@@ -10,6 +10,7 @@ import boto3
 import pytest
 from botocore.config import Config
 from scalelab_rehearsal.rehearse import Outcome, merged_input
+from scalelab_rehearsal.world import CAPACITY_ERROR
 from scalelab_rehearsal.world.scenarios import UNSUPPORTED_ERROR
 
 from scalelab.core.naming import run_id_from_execution
@@ -20,6 +21,19 @@ LAUNCH_OK = "EC2 Instance Launch Successful"
 LAUNCH_FAILED = "EC2 Instance Launch Unsuccessful"
 # A run's Prepare takes its lab's lock within a second or two.
 LOCK_DEADLINE_SECONDS = 30.0
+
+
+def diagnosis_of(outcome: Outcome) -> dict[str, list[str]]:
+    """The verdict's diagnosis by finding title, after checking the report holds the same."""
+    assert outcome.verdict is not None
+    assert outcome.report_path is not None
+    findings = outcome.verdict["diagnosis"]
+    assert json.loads(outcome.report_path.read_text())["diagnosis"] == findings
+    return {finding["title"]: finding["lines"] for finding in findings}
+
+
+def finding(diagnosis: dict[str, list[str]], title_start: str) -> list[str]:
+    return next(lines for title, lines in diagnosis.items() if title.startswith(title_start))
 
 
 def assert_nothing_left(rehearsal: Rehearsal, outcome: Outcome) -> None:
@@ -46,6 +60,7 @@ def test_pass_ends_succeeded_with_a_passed_verdict(rehearsal: Rehearsal) -> None
     assert rehearsal.run_record(outcome.run_id)["status"]["S"] == "passed"
     assert outcome.report_path is not None
     assert json.loads(outcome.report_path.read_text())["verdict"]["passed"] is True
+    assert diagnosis_of(outcome) == {}
     assert_nothing_left(rehearsal, outcome)
 
 
@@ -58,6 +73,25 @@ def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> Non
     assert outcome.cause is not None
     assert outcome.cause.startswith("failed at healthy: targets not healthy within 8 s (TargetsNotHealthy: ")
     assert "2 unhealthy" in outcome.cause
+    assert "; diagnosis: i-" in outcome.cause
+    assert " is unhealthy (Target.FailedHealthChecks); its console says: " in outcome.cause
+    assert "[PM2][ERROR] Script not found: /opt/scalelab/app.js" in outcome.cause
+    diagnosis = diagnosis_of(outcome)
+    health = diagnosis["Target health (DescribeTargetHealth)"]
+    assert len(health) == 2
+    assert all(
+        line.endswith(": unhealthy: Target.FailedHealthChecks (Health checks failed with these codes: [502])")
+        for line in health
+    )
+    console = finding(diagnosis, "Console output of i-")
+    assert console[-2].endswith("Failed running /var/lib/cloud/instance/scripts/part-001 [1]")
+    # The notification publishes the verdict, diagnosis included.
+    (published,) = [
+        json.loads(event["taskScheduledEventDetails"]["parameters"])
+        for event in outcome.history
+        if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
+    ]
+    assert json.loads(published["Message"])["diagnosis"] == outcome.verdict["diagnosis"]
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 
@@ -71,8 +105,27 @@ def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
     assert outcome.cause.startswith(
         "failed at scale_out: no scale-out within 8 s: group stayed at 2/4 instances"
     )
+    assert (
+        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % (target 50.0 %)"
+        in (outcome.cause)
+    )
+    assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis_of(outcome))
     assert LAUNCH_OK not in rehearsal.logged_event_types(outcome.run_id)
     assert_nothing_left(rehearsal, outcome)
+
+
+def assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis: dict[str, list[str]]) -> None:
+    policy = finding(diagnosis, "Scaling policy and its alarms")
+    assert policy[0].endswith("-cpu-target: target 50.0 % CPU")
+    high = next(line for line in policy if "-AlarmHigh-" in line)
+    assert ": OK since " in high
+    assert "1 datapoint [3.0] was not greater than the threshold (50.0)" in high
+    assert finding(diagnosis, "History of TargetTracking-scalelab-")[-1].endswith(
+        "Alarm updated from INSUFFICIENT_DATA to OK"
+    )
+    assert finding(diagnosis, "The group's average CPU")[0].startswith("highest one-minute average: 3.0 % (")
+    stress = finding(diagnosis, "Stress command ")
+    assert "  scalelab stress: using stress-ng (every core at 100 % load)" in stress
 
 
 @pytest.mark.scenario("launch-fails")
@@ -90,6 +143,12 @@ def test_failed_launches_fail_the_run_at_the_deadline_with_aws_status_message(re
         e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
     ]
     assert entered.index("CheckScaleOut") == entered.index("AwaitScaleOut") + 1
+    assert "; diagnosis: 1 unsuccessful launch activity, the newest at " in outcome.cause
+    diagnosis = diagnosis_of(outcome)
+    (failed,) = diagnosis["Unsuccessful launches (DescribeScalingActivities)"]
+    shown = failed.split(" Failed: ", 1)[1].removesuffix("…")  # AWS's message, bounded to a line
+    assert CAPACITY_ERROR.startswith(shown)
+    assert finding(diagnosis, "Stress command ")
     assert LAUNCH_FAILED in rehearsal.logged_event_types(outcome.run_id)
     assert_nothing_left(rehearsal, outcome)
 
@@ -212,6 +271,10 @@ def test_a_replacement_launched_under_stress_is_no_scale_out(rehearsal: Rehearsa
         e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e
     ]
     assert "CheckNewHealthy" not in entered
+    diagnosis = diagnosis_of(outcome)
+    activities = finding(diagnosis, "Scaling activities")
+    assert any("in response to an unhealthy instance needing to be replaced" in line for line in activities)
+    assert finding(diagnosis, "The group's average CPU")[0].startswith("highest one-minute average: 3.0 % (")
     assert_nothing_left(rehearsal, outcome)
 
 
@@ -226,6 +289,17 @@ def test_a_scale_out_after_the_deadline_fails_saying_the_launch_was_under_way(re
         "failed at scale_out: scale-out too slow: the scaling policy asked for an"
     )
     assert "its launch was still under way (InProgress) when the 8 s were up" in outcome.cause
+    diagnosis = diagnosis_of(outcome)
+    # The alarm fired: its history says so, and the activity it started is still under way.
+    assert any(
+        line.endswith("Alarm updated from OK to ALARM")
+        for line in finding(diagnosis, "History of TargetTracking-")
+    )
+    assert any(
+        " InProgress Launching a new EC2 instance" in line
+        for line in finding(diagnosis, "Scaling activities")
+    )
+    assert finding(diagnosis, "The group's average CPU")[0].startswith("highest one-minute average: ")
     assert_nothing_left(rehearsal, outcome)
 
 

@@ -558,6 +558,17 @@ def describe_alarms(request: ApiRequest) -> list[Check]:
     ]
 
 
+def describe_alarm_history(request: ApiRequest) -> list[Check]:
+    name = str(request.params.get("AlarmName", "")) or "*"
+    return [
+        Check(
+            "cloudwatch:DescribeAlarmHistory",
+            f"arn:aws:cloudwatch:{request.region}:{request.account}:alarm:{name}",
+            {},
+        )
+    ]
+
+
 RULES: dict[tuple[str, str], Callable[[ApiRequest], list[Check]]] = {
     ("ec2", "CreateSecurityGroup"): create_security_group,
     ("ec2", "AuthorizeSecurityGroupIngress"): authorize_security_group_ingress,
@@ -565,6 +576,7 @@ RULES: dict[tuple[str, str], Callable[[ApiRequest], list[Check]]] = {
     ("ec2", "DeleteSecurityGroup"): delete_tagged_ec2("ec2:DeleteSecurityGroup", "security-group", "GroupId"),
     ("ec2", "DeleteLaunchTemplate"): delete_launch_template,
     ("ec2", "TerminateInstances"): delete_tagged_ec2("ec2:TerminateInstances", "instance", "InstanceId"),
+    ("ec2", "GetConsoleOutput"): delete_tagged_ec2("ec2:GetConsoleOutput", "instance", "InstanceId"),
     ("autoscaling", "CreateAutoScalingGroup"): create_auto_scaling_group,
     ("autoscaling", "PutScalingPolicy"): on_tagged_group("autoscaling:PutScalingPolicy"),
     ("autoscaling", "EnableMetricsCollection"): on_tagged_group("autoscaling:EnableMetricsCollection"),
@@ -596,6 +608,7 @@ RULES: dict[tuple[str, str], Callable[[ApiRequest], list[Check]]] = {
     ("s3", "GetObject"): get_object,
     ("sns", "Publish"): publish,
     ("monitoring", "DescribeAlarms"): describe_alarms,
+    ("monitoring", "DescribeAlarmHistory"): describe_alarm_history,
 }
 
 

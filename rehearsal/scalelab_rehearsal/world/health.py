@@ -55,6 +55,24 @@ class LabSettings:
     instance_warmup: float | None = None
 
 
+# What an instance's console shows of its bootstrap (user-data.sh's lines, through cloud-init), read
+# with GetConsoleOutput: the app starts, or (never-healthy) the bootstrap fails before it does.
+BOOTSTRAP_LOG = """[    0.000000] Linux version 6.1.119-129.201.amzn2023.x86_64
+[   10.512034] cloud-init[1602]: scalelab: bootstrap started
+[   31.220871] cloud-init[1602]: Installed: nodejs-20.18.0-1.amzn2023.0.1.x86_64
+[   48.901245] cloud-init[1602]: added 133 packages in 12s
+"""
+BOOTSTRAP_STARTED_APP = """[   52.118403] cloud-init[1602]: [PM2] App [scalelab] launched (1 instances)
+[   52.301977] cloud-init[1602]: scalelab: app started on port 3005, GET /home
+[   52.650112] cloud-init[1602]: Cloud-init v. 22.2.2 finished. Up 52.64 seconds
+"""
+BOOTSTRAP_FAILED = """[   52.118403] cloud-init[1602]: [PM2][ERROR] Script not found: /opt/scalelab/app.js
+[   52.301977] cloud-init[1602]: scalelab: bootstrap failed: the app did not start (exit status 1)
+[   52.455210] cloud-init[1602]: Failed running /var/lib/cloud/instance/scripts/part-001 [1]
+[   52.650112] cloud-init[1602]: Cloud-init v. 22.2.2 finished. Up 52.64 seconds
+"""
+
+
 class Health:
     """When each instance launched, and what its target's health checks say."""
 
@@ -72,7 +90,12 @@ class Health:
             if instance_id not in self._first_seen:
                 launched = self.clock.now()
                 try:
-                    launch_time = ec2_backends[ACCOUNT][REGION].get_instance(instance_id).launch_time
+                    instance = ec2_backends[ACCOUNT][REGION].get_instance(instance_id)
+                    # Read by moto_fixes.get_console_output.
+                    instance.__dict__["console_output"] = BOOTSTRAP_LOG + (
+                        BOOTSTRAP_STARTED_APP if self.scenario.targets_become_healthy else BOOTSTRAP_FAILED
+                    )
+                    launch_time = instance.launch_time
                     age = (datetime.now(UTC) - launch_time.replace(tzinfo=UTC)).total_seconds()
                     launched -= max(0.0, age) * self.clock.speed
                 except Exception:  # noqa: S110 - an instance moto no longer knows: count from now

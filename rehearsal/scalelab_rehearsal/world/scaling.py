@@ -12,6 +12,13 @@ A scenario's launch may fail first, with EC2's status message (a Failed activity
 "EC2 Instance Launch Unsuccessful" event): then nothing more happens before the deadline, or
 Auto Scaling launches in another zone at once (its default balanced-best-effort distribution),
 or it keeps trying and failing. A scenario may also lose every event, as EventBridge may.
+
+Every simulated minute the group's average CPU is put as a CloudWatch
+datapoint (``CPUUtilization`` by ``AutoScalingGroupName``, as detailed
+monitoring aggregates it), and the policy's AlarmHigh (made by
+``moto_fixes`` as target tracking makes it) is set with SetAlarmState: ``OK``
+once a datapoint is at or below the target, ``ALARM`` when the scale-out is
+triggered, so its history shows what the alarm saw.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from moto.autoscaling.models import autoscaling_backends
+from moto.cloudwatch.models import cloudwatch_backends
 
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
@@ -56,6 +64,7 @@ class _Group:
     failed_once: bool = False
     replaced_one: bool = False
     known_instances: set[str] = field(default_factory=set)
+    next_datapoint: float = 0.0  # world's clock
 
 
 class Scaling:
@@ -89,6 +98,9 @@ class Scaling:
                 state.replaced_one = True
                 self._replace(backend, name, group, in_service[0])
             target = self._cpu_target(backend, name)
+            if in_service and self.clock.now() >= state.next_datapoint:
+                state.next_datapoint = self.clock.now() + DATAPOINT_SECONDS
+                self._datapoint(backend, name, self.stress.average_cpu(in_service), target)
             if target is None or not in_service or state.launching:
                 continue
             window = self.stress.high_cpu_window(in_service, target)
@@ -99,7 +111,34 @@ class Scaling:
             start, end = max(window[0], state.not_before, warmed), window[1]
             if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
                 state.not_before = self.clock.now()
+                self._set_alarm(
+                    backend,
+                    name,
+                    "ALARM",
+                    f"Threshold Crossed: {ALARM_DATAPOINTS} datapoints were greater than the threshold "
+                    f"({target}).",
+                )
                 self._scale_out(backend, name, group, state)
+
+    def _datapoint(self, backend: Any, name: str, cpu: float, target: float | None) -> None:
+        """What the alarm makes of one minute's CPU of the group (``metrics.py`` puts the datapoint)."""
+        if target is not None and cpu <= target:
+            self._set_alarm(
+                backend,
+                name,
+                "OK",
+                f"Threshold Crossed: 1 datapoint [{cpu:.1f}] was not greater than the threshold ({target}).",
+            )
+
+    @staticmethod
+    def _set_alarm(backend: Any, group_name: str, state: str, reason: str) -> None:
+        """SetAlarmState on the policy's AlarmHigh, when it is not in ``state`` already."""
+        policy = _target_tracking_policy(backend, group_name)
+        cloudwatch = cloudwatch_backends[ACCOUNT][REGION]
+        for alarm in getattr(policy, "alarms", None) or []:
+            current = cloudwatch.alarms.get(alarm["AlarmName"])
+            if "-AlarmHigh-" in alarm["AlarmName"] and current is not None and current.state_value != state:
+                cloudwatch.set_alarm_state(alarm["AlarmName"], reason, "{}", state)
 
     @staticmethod
     def _cpu_target(backend: Any, group_name: str) -> float | None:
@@ -263,10 +302,17 @@ def _alarm_cause(backend: Any, group_name: str, before: int, after: int) -> str:
     """Auto Scaling's Cause for a change made by the group's target-tracking alarm."""
     policy = _target_tracking_policy(backend, group_name)
     policy_name = policy.name if policy is not None else "(no policy)"
+    alarm = _alarm_high(policy) or f"TargetTracking-{group_name}-AlarmHigh"
     return (
-        f"At {now_iso()} a monitor alarm TargetTracking-{group_name}-AlarmHigh in state ALARM "
+        f"At {now_iso()} a monitor alarm {alarm} in state ALARM "
         f"triggered policy {policy_name} changing the desired capacity from {before} to {after}."
     )
+
+
+def _alarm_high(policy: Any | None) -> str | None:
+    """The name of the policy's scale-out alarm (moto_fixes gives target tracking policies theirs)."""
+    alarms = getattr(policy, "alarms", None) or []
+    return next((alarm["AlarmName"] for alarm in alarms if "-AlarmHigh-" in alarm["AlarmName"]), None)
 
 
 def _target_tracking_policy(backend: Any, group_name: str) -> Any | None:

@@ -69,6 +69,11 @@ class Stress:
         command.status = command.status_details = "InProgress"
         for invocation in command.invocations:
             invocation["Status"] = invocation["StatusDetails"] = "InProgress"
+            invocation["ResponseCode"] = -1  # AWS's code until the script exits
+            invocation["StandardOutputContent"] = (
+                f"scalelab stress: started on {invocation['InstanceId']}: 2 cores for {match.group(1)} s\n"
+                "scalelab stress: using stress-ng (every core at 100 % load)\n"
+            )
         with self._lock:
             self._burns[command.command_id] = _Burn(
                 command.command_id, set(command.instance_ids), self.clock.now(), float(match.group(1))
@@ -90,6 +95,8 @@ class Stress:
                     command.status = command.status_details = "Success"
                     for invocation in command.invocations:
                         invocation["Status"] = invocation["StatusDetails"] = "Success"
+                        invocation["ResponseCode"] = 0
+                        invocation["StandardOutputContent"] += "scalelab stress: finished\n"
 
     def burning(self, instance_ids: list[str]) -> bool:
         """Whether a burn is running on any of these instances now."""
@@ -97,6 +104,20 @@ class Stress:
             return any(
                 burn.ended is None and burn.instance_ids & set(instance_ids) for burn in self._burns.values()
             )
+
+    def average_cpu(self, in_service: list[str]) -> float:
+        """The group's average CPU now: a running burn keeps its instances busy (when it raises CPU)."""
+        if not in_service:
+            return 0.0
+        with self._lock:
+            burning = {
+                instance_id
+                for burn in self._burns.values()
+                if burn.ended is None and self.scenario.stress_raises_cpu
+                for instance_id in burn.instance_ids
+            }
+        stressed = sum(1 for instance_id in in_service if instance_id in burning)
+        return (STRESSED_CPU * stressed + IDLE_CPU * (len(in_service) - stressed)) / len(in_service)
 
     def high_cpu_window(self, in_service: list[str], target: float) -> tuple[float, float] | None:
         """The latest span in which a burn kept the group's average CPU above ``target``.

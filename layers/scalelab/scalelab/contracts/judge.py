@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from scalelab.contracts.base import OutputModel, TimestampText
+from scalelab.contracts.diagnosis import Finding
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.run import RunConfig
 from scalelab.contracts.targets import TargetSnapshot
@@ -35,11 +36,16 @@ class StepError(OutputModel):
 class ProbeSummary(OutputModel):
     passed: bool
     reason: str
+    # What the diagnosis of a failed probe shows (the probe's result holds them).
+    requests: int | None = None
+    status_counts: dict[str, int] = Field(default_factory=dict)
+    instances: list[str] = Field(default_factory=list)
 
 
 class StressSummary(OutputModel):
     command_id: str
     started_at: TimestampText
+    instance_ids: list[str] = Field(default_factory=list)
 
 
 class ScaleOutSummary(OutputModel):
@@ -93,3 +99,5 @@ class Verdict(OutputModel):
     # What Notify publishes: the verdict on its first line, then a link to the page. Kept out
     # of the JSON report: its link is signed and expires.
     notification: str = ""
+    # Empty when the run passed (contracts.diagnosis; steps.diagnosis reads it).
+    diagnosis: list[Finding] = Field(default_factory=list)

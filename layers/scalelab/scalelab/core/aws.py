@@ -87,10 +87,22 @@ def url_signer(service: str) -> Any:
         )
 
 
+# Reads that only explain a failure (Judge's diagnosis) fail fast rather than retry for long: a late
+# diagnosis is worth less than one that says a read failed.
+_QUICK_CONFIG = Config(connect_timeout=3, read_timeout=5, retries={"mode": "standard", "max_attempts": 2})
+
+
+@cache
+def quick_client(service: str) -> Any:
+    with _session_lock:
+        return _session().client(service, config=_QUICK_CONFIG)  # type: ignore[call-overload]
+
+
 def reset_clients() -> None:
     """Forget the session and its clients (tests change region and endpoint between cases)."""
     client.cache_clear()
     url_signer.cache_clear()
+    quick_client.cache_clear()
     _session.cache_clear()
 
 

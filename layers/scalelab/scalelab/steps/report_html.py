@@ -424,14 +424,17 @@ def render_page(report: dict[str, Any], verdict: Verdict, run: JudgeEvent, evide
 
 
 def notification(verdict: Verdict, lab: str, link: str, expires_at: datetime) -> str:
-    """What Notify publishes: the verdict on the first line, then the reason and the page's link."""
+    """What Notify publishes: the verdict on the first line, then the reason, the diagnosis
+    (bounded by steps.diagnosis) and the page's link."""
     status = "PASSED" if verdict.passed else "FAILED"
     page = verdict.page or verdict.report
+    diagnosis = [line for finding in verdict.diagnosis for line in ["", f"{finding.title}:", *finding.lines]]
     return "\n".join(
         [
             f"{status}: scalelab run {verdict.run_id} (lab {lab})",
             "",
             verdict.reason,
+            *diagnosis,
             "",
             f"Report (a web page): {link}",
             f"The link works until {expires_at.isoformat(timespec='seconds')} at the latest, and stops "

@@ -21,6 +21,7 @@ from scalelab.core.aws import client
 from scalelab.core.clock import seconds_between, utc_iso, whole_seconds
 from scalelab.core.observability import logger, metrics
 from scalelab.core.settings import ReportSettings
+from scalelab.steps.diagnosis import diagnose
 from scalelab.steps.report_html import publish_page
 from scalelab.store.runs import RunTable
 
@@ -200,11 +201,16 @@ def judge_run(
     logger.append_keys(run_id=config.run_id)
     checks = evaluate(run, describe_group)
     passed = all(check.passed for check in checks)
+    findings = []
     if passed:
         reason = "passed: " + "; ".join(check.detail for check in checks)
     else:
         failed = next(check for check in checks if not check.passed)
         reason = f"failed at {failed.name}: {failed.detail}"
+        diagnosis = diagnose(run, failed.name)
+        findings = diagnosis.findings
+        if diagnosis.summary:
+            reason += f"; diagnosis: {diagnosis.summary}"
     verdict = Verdict(
         run_id=config.run_id,
         passed=passed,
@@ -218,10 +224,12 @@ def judge_run(
             bucket=settings.reports_bucket, key=f"reports/{config.lab.name}/{config.run_id}.html"
         ),
         judged_at=utc_iso(now),
+        diagnosis=findings,
     )
     report = {
         "verdict": verdict.model_dump(mode="json", exclude={"notification"}),
         "run": run.model_dump(mode="json", by_alias=True),
+        "diagnosis": [finding.model_dump(mode="json") for finding in findings],
     }
     client("s3").put_object(
         Bucket=verdict.report.bucket,
