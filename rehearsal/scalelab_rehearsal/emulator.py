@@ -133,6 +133,8 @@ def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]
 
     def terminated(self: BaseExecutionWorkerCommunication) -> None:
         original(self)
+        with emulator.execution_ended:
+            emulator.execution_ended.notify_all()
         execution = self.execution
         if emulator.server is None:
             return
@@ -232,6 +234,8 @@ class Emulator:
         self._function_names: set[str] = set()
         self._undo: list[Callable[[], None]] = []
         self._saved_environment: dict[str, str | None] = {}
+        # Notified whenever an execution ends, so whoever follows one need not poll often.
+        self.execution_ended = threading.Condition()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
