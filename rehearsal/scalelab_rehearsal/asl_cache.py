@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import os
 import pickle
 import sys
 import threading
@@ -64,9 +65,10 @@ def parse(definition: str, folder: Path = PARSED) -> Any:
     program = AmazonStateLanguageParser.parse(definition)[0]
     pickled = pickle.dumps(program)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = kept.with_suffix(f".{threading.get_ident()}.partial")
+    # Whole or not at all, even with rehearsals in several processes and threads at once.
+    partial = kept.with_suffix(f".{os.getpid()}-{threading.get_ident()}.partial")
     partial.write_bytes(pickled)
-    partial.replace(kept)  # whole or not at all, even with two rehearsals at once
+    partial.replace(kept)
     with _lock:
         _kept[key] = pickled
     return program
