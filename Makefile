@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
 
-.PHONY: help setup rehearse emulator bench test lint typecheck template build unit unit-py311 local-invoke clean
+.PHONY: help setup rehearse emulator bench bench-imports test lint typecheck template build unit unit-py311 local-invoke clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -77,6 +77,9 @@ emulator: $(BIN)/scalelab $(IAM_EVALUATOR) ## keep an emulated account with the 
 
 bench: $(BIN)/scalelab $(IAM_EVALUATOR) ## time the pass rehearsal (median of RUNS=5 fresh processes), its modelled time on AWS, and the workflow suite
 	$(TEST_ENV) $(BIN)/python rehearsal/bench.py --runs $(or $(RUNS),5) --suite
+
+bench-imports: $(BIN)/scalelab $(IAM_EVALUATOR) ## each handler's cold import beside boto3 and one client (PAIRS=10 paired rounds)
+	$(TEST_ENV) $(BIN)/python rehearsal/bench_imports.py --pairs $(or $(PAIRS),10)
 
 test: setup lint typecheck template build unit unit-py311 local-invoke ## run every check and test (what CI runs)
 

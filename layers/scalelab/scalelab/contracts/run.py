@@ -11,7 +11,7 @@ import re
 from copy import copy
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scalelab.contracts.base import (
     LAB_NAME_PATTERN,
@@ -101,6 +101,8 @@ class LaunchTemplateRef(InputModel):
 
 class LabShape(BaseModel):
     """What a lab is, as a person asks for it and as Prepare resolves it (same rules in both)."""
+
+    model_config = ConfigDict(defer_build=True)  # as every contract (contracts/base.py)
 
     name: LabName
     instance_type: str = Field(min_length=1)
