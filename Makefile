@@ -13,11 +13,11 @@ export SAM_CLI_TELEMETRY := 0
 # The tests talk to moto only: never to a real AWS endpoint, never with real credentials.
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-# pytest's parallel workers (pytest-xdist), per Python: the rehearsals mostly wait on their
-# compressed clock, so more workers than cores pay (docs/performance.md, "Test suite"). Tests that
-# share a class, module or package fixture stay on one worker (tests/conftest.py).
-# PYTEST_WORKERS=0 runs every test in one process.
-PYTEST_WORKERS ?= 3
+# pytest's parallel workers (pytest-xdist), per Python: auto is one per core; with 3.13 and 3.11
+# at once that is two processes per core, enough to fill the time the rehearsals wait on their
+# clock (docs/performance.md, "Test suite"). Tests that share a class, module or package fixture
+# stay on one worker (tests/conftest.py). PYTEST_WORKERS=0 runs every test in one process.
+PYTEST_WORKERS ?= auto
 XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
 
 .PHONY: help setup rehearse emulator bench test lint typecheck template build unit unit-py311 local-invoke clean
