@@ -102,8 +102,8 @@ unit: setup ## pytest on Python 3.13 (sam local invoke has its own target), PYTE
 	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) --ignore=tests/local_invoke
 
 # 3.11 runs the unit and contract tests: they reach every line of the layer and the handlers that
-# the workflow tests reach on 3.13 but five, which 3.11 does not treat differently (measured with
-# coverage.py: docs/performance.md, "Test suite"). PY311_TESTS=tests runs all of them on 3.11 too.
+# the workflow tests reach on 3.13 (measured with coverage.py: docs/performance.md, "Test suite").
+# PY311_TESTS=tests runs the workflow tests on 3.11 too.
 PY311_TESTS ?= tests/unit tests/contract
 unit-py311: setup ## pytest on Python 3.11, where it is installed: the unit and contract tests (PY311_TESTS)
 	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest $(XDIST) -p no:cacheprovider --ignore=tests/reliability --ignore=tests/local_invoke $(PY311_TESTS); \
