@@ -38,6 +38,7 @@ ACCOUNT = "123456789012"
 # which every rehearsal would wait out once at its end).
 SERVER_POLL_SECONDS = 0.02
 MOTO_SEED = 20240601
+RESET_TIMEOUT_SECONDS = 60
 
 
 def free_port() -> int:
@@ -294,7 +295,9 @@ class Emulator:
     def reset(self) -> None:
         """Forget every emulated resource (moto's backends are shared by the whole process)."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the emulator on loopback
+        # Resetting every backend takes a second on an idle machine; a loaded one (tests on both
+        # Pythons' workers at once) has taken over 10 s.
+        with urllib.request.urlopen(request, timeout=RESET_TIMEOUT_SECONDS):  # noqa: S310 - the emulator on loopback
             pass
 
     def seed(self) -> None:
