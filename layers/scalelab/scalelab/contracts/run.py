@@ -99,6 +99,10 @@ class LaunchTemplateRef(InputModel):
     version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
 
 
+# MaxSizeCap's own MaxValue in template.yaml: no lab is bigger, however the state was reached.
+GROUP_SIZE_LIMIT = 100
+
+
 class LabShape(BaseModel):
     """What a lab is, as a person asks for it and as Prepare resolves it (same rules in both)."""
 
@@ -106,9 +110,9 @@ class LabShape(BaseModel):
 
     name: LabName
     instance_type: str = Field(min_length=1)
-    min_size: int = Field(ge=0)
-    desired_capacity: int = Field(ge=1)
-    max_size: int = Field(ge=1)
+    min_size: int = Field(ge=0, le=GROUP_SIZE_LIMIT)
+    desired_capacity: int = Field(ge=1, le=GROUP_SIZE_LIMIT)
+    max_size: int = Field(ge=1, le=GROUP_SIZE_LIMIT)
     app_port: AppPort
     health_path: HealthPath
     cpu_target_percent: CpuPercent
