@@ -51,6 +51,8 @@ class Scenario:
     launch_delay: float = 0.0  # scaling.py
     replaces_an_instance: bool = False  # scaling.py
     loses_events: bool = False  # scaling.py
+    scale_in_disabled: bool = False  # scaling.py: as a policy with DisableScaleIn, no AlarmLow acts
+    expects_scale_in: bool = False  # __init__.py: the run input sets expectations.scale_in_within_seconds
     api_fault_rate: float = 0.0  # faults.py
     account: str = ""  # account.py
 
@@ -112,6 +114,18 @@ SCENARIOS: dict[str, Scenario] = {
             "slow-scale-out",
             "the alarm fires, but the launch completes only after the deadline",
             launch_delay=SLOW_SCALE_OUT_DELAY_SECONDS,
+        ),
+        Scenario(
+            "scale-in",
+            "the run waits for the scale-in: once the load stopped, target tracking's scale-in alarm "
+            "brings the group back to its starting capacity",
+            expects_scale_in=True,
+        ),
+        Scenario(
+            "scale-in-never",
+            "the run waits for the scale-in, but the group stays up: its policy never scales in",
+            scale_in_disabled=True,
+            expects_scale_in=True,
         ),
         Scenario(
             "flaky-api",
