@@ -23,8 +23,10 @@ triggered, so its history shows what the alarm saw.
 The scale-in: the policy's AlarmLow wants ``SCALE_IN_ALARM_DATAPOINTS`` datapoints in a row
 below ``SCALE_IN_THRESHOLD_FRACTION`` of the target; then the desired capacity shrinks by one
 (never below MinSize), moto terminates an instance (``moto_fixes`` records the termination with
-the alarm's Cause) and an "EC2 Instance Terminate Successful" event goes on the default bus. A
-scenario's policy may never scale in (as with DisableScaleIn).
+the alarm's Cause) and an "EC2 Instance Terminate Successful" event goes on the default bus. Only
+a scenario that ``scales_in`` plays it (the others' policies never scale in, as with
+DisableScaleIn): on the world's clock AlarmLow's 15 minutes pass in a quarter of a real second,
+and would undo every scale-out before a test or a person looked at it.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class Scaling:
         self, backend: Any, name: str, group: Any, state: _Group, *, cpu: float, target: float | None
     ) -> None:
         """What AlarmLow makes of one minute's CPU: the scale-in after enough low datapoints."""
-        if target is None or self.scenario.scale_in_disabled or state.launching:
+        if target is None or not self.scenario.scales_in or state.launching:
             state.low_datapoints = 0
             return
         threshold = target * SCALE_IN_THRESHOLD_FRACTION
