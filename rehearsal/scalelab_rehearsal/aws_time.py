@@ -47,6 +47,7 @@ from scalelab_rehearsal.world.timings import (
     INSTANCE_TERMINATION_SECONDS,
     LOAD_BALANCER_ACTIVE_SECONDS,
     LOAD_BALANCER_RELEASE_SECONDS,
+    SCALE_IN_ALARM_DATAPOINTS,
     healthy_after,
 )
 
@@ -68,7 +69,10 @@ STEP_SECONDS = {
 # A poll of a function already warm: one or a few AWS calls.
 POLL_STEP_SECONDS = 0.5
 # The phases that end when AWS has done something; the others are one Lambda step.
-WAITS = frozenset({"wait_healthy", "scale_out", "new_instance_healthy", "teardown"})
+WAITS = frozenset({"wait_healthy", "scale_out", "new_instance_healthy", "scale_in", "teardown"})
+# The scale-in deadline a failed scale-in is modelled with: the input has no default for it
+# (expectations.scale_in_within_seconds is absent unless a run sets it).
+MODELLED_SCALE_IN_WITHIN_SECONDS = 1800.0
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,7 @@ class _Clock:
         self.provisioned = False
         self.stress_started: float | None = None
         self.scaled_out: float | None = None  # the new instance's launch
+        self.scaled_in: float | None = None  # the scale-in's instance terminated
 
     def poll_until(self, ready: float, step: float) -> float:
         """The end of a Wait/Choice loop waiting for ``ready``: a check of ``step`` seconds now,
@@ -186,6 +191,10 @@ def _replay(
             marks["launched"] = clock.scaled_out
         elif phase.name in {"wait_healthy", "new_instance_healthy"} and phase.status == "done":
             marks["healthy" if phase.name == "wait_healthy" else "new_healthy"] = clock.now
+        elif phase.name == "scale_in":
+            marks["load_stopped"] = started
+            if clock.scaled_in is not None:
+                marks["scaled_in"] = clock.scaled_in
     return modelled, {name: round(moment, 1) for name, moment in marks.items()}
 
 
@@ -195,6 +204,7 @@ VERDICT_PHASES = {
     "wait_healthy": ("provisioned", "healthy"),
     "stress_to_scale_out": ("stress_started", "launched"),
     "new_instance_healthy": ("launched", "new_healthy"),
+    "load_stopped_to_scale_in": ("load_stopped", "scaled_in"),
 }
 
 
@@ -226,6 +236,8 @@ def _advance(clock: _Clock, phase: PhaseRun, entered: set[str]) -> str:
         return _wait_healthy(clock, phase, clock.scaled_out, first=False)
     if phase.name == "scale_out":
         return _scale_out(clock, phase, entered)
+    if phase.name == "scale_in":
+        return _scale_in(clock, phase)
     return _teardown(clock)
 
 
@@ -277,6 +289,26 @@ def _scale_out(clock: _Clock, phase: PhaseRun, entered: set[str]) -> str:
     return (
         f"the scale-out alarm: {ALARM_DATAPOINTS} datapoints of {DATAPOINT_SECONDS:.0f} s{warmed}, "
         "then the launch event through EventBridge"
+    )
+
+
+def _scale_in(clock: _Clock, phase: PhaseRun) -> str:
+    if phase.status != "done":
+        clock.now = clock.poll_until(clock.now + MODELLED_SCALE_IN_WITHIN_SECONDS, STEP_SECONDS["check"])
+        return (
+            f"the wait's deadline (modelled as {MODELLED_SCALE_IN_WITHIN_SECONDS:.0f} s), "
+            "then the scaling activities"
+        )
+    # The load stopped now; the scale-in alarm's datapoints, then Auto Scaling deregisters the
+    # instance (the deregistration delay) and terminates it; the event follows.
+    alarm = clock.now + SCALE_IN_ALARM_DATAPOINTS * DATAPOINT_SECONDS
+    clock.scaled_in = alarm + clock.deregistration + INSTANCE_TERMINATION_SECONDS
+    clock.now = clock.poll_until(clock.scaled_in + EVENT_DELIVERY_SECONDS, STEP_SECONDS["check"])
+    return (
+        f"the scale-in alarm: {SCALE_IN_ALARM_DATAPOINTS} datapoints of {DATAPOINT_SECONDS:.0f} s, the "
+        f"deregistration delay ({clock.deregistration:.0f} s), the termination "
+        f"({INSTANCE_TERMINATION_SECONDS:.0f} s), then the terminate event; polled every "
+        f"{clock.workflow.poll_seconds:.0f} s"
     )
 
 

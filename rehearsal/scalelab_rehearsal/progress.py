@@ -38,7 +38,8 @@ PHASES: tuple[PhaseSpec, ...] = (
     _phase(
         "new_instance_healthy", "New instance healthy", "CheckNewHealthy", "NewHealthy?", "WaitForNewHealthy"
     ),
-    _phase("stop_stress", "Stop stress", "StopStress", "StopStressAfterError"),
+    _phase("stop_stress", "Stop stress", "StopStress", "StopStressAfterError", "ScaleIn?"),
+    _phase("scale_in", "Scale-in", "LoadStopped", "CheckScaleIn", "ScaledIn?", "WaitForScaleIn"),
     _phase("judge", "Judge", "Judge", "JudgeFailed"),
     _phase("teardown", "Teardown", "Teardown", "TeardownDone?", "WaitForRelease"),
     _phase("notify", "Notify", "Notify"),

@@ -33,6 +33,7 @@ from scalelab.contracts.base import LAB_NAME_PATTERN, RUN_ID_PATTERN, SUBNET_ID_
 from scalelab.core.errors import (
     InvalidInput,
     NoInstancesInService,
+    NoScaleIn,
     NoScaleOut,
     ScaleOutFailed,
     ScaleOutTooSlow,
@@ -560,6 +561,8 @@ CONTRACT_ERRORS: dict[str, tuple[type[Exception], ...]] = {
     "StartStressFunction": (NoInstancesInService,),
     # Nor any scaling activity, and no event was logged for the sample run.
     "CheckScaleOutFunction": (NoScaleOut, ScaleOutFailed, ScaleOutTooSlow),
+    # The sample's scale-in deadline is long past, and no termination was logged either.
+    "CheckScaleInFunction": (NoScaleIn,),
 }
 
 

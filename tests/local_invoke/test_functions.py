@@ -29,6 +29,7 @@ FUNCTIONS = {
     "StartStressFunction",
     "AwaitScaleOutFunction",
     "CheckScaleOutFunction",
+    "CheckScaleInFunction",
     "OnScalingEventFunction",
     "StopStressFunction",
     "JudgeRunFunction",
@@ -212,6 +213,20 @@ def test_check_scale_out_finds_the_launch_in_the_log_and_the_groups_activities(
     assert found["instance_id"] in launched
     assert found["seen_in"] == "event"
     assert found["event_id"]
+
+
+def test_check_scale_in_past_its_deadline_says_how_many_instances_stayed(
+    local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
+) -> None:
+    # The emulator's world (its pass scenario) never scales in, and the sample's deadline is long past.
+    _after_the_scale_out(run, emulated_account, "check_scale_in.json")
+
+    invocation = local_invoke("CheckScaleInFunction", sample("check_scale_in.json"))
+
+    assert invocation.error_type == "NoScaleIn", invocation.log
+    message = invocation.result["errorMessage"]
+    assert message.startswith("no scale-in within 1800 s: the group stayed at ")
+    assert ", 2 before the scale-out) for " in message
 
 
 def test_a_later_launch_event_finds_the_wait_already_completed(local_invoke: LocalInvoke) -> None:

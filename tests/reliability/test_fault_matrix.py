@@ -60,6 +60,8 @@ LAMBDA_STATES: dict[str, LambdaState] = {
     "CheckScaleOut": LambdaState("CheckScaleOutFunction", lambda _: True, SCENARIOS["no-scale-out"]),
     "CheckNewHealthy": LambdaState("CheckTargetsFunction", lambda event: "instance_id" in event),
     "StopStress": LambdaState("StopStressFunction", lambda _: True),
+    # Reached when the run waits for the scale-in (the scenario's input sets its deadline).
+    "CheckScaleIn": LambdaState("CheckScaleInFunction", lambda _: True, SCENARIOS["scale-in"]),
     "Judge": LambdaState("JudgeRunFunction", lambda _: True),
     "Teardown": LambdaState("TeardownLabFunction", lambda _: True),
 }
@@ -187,7 +189,7 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
         releasing = _security_groups_still_releasing(injected) if case.releasing else nullcontext()
         try:
             with World(emulator, case.scenario, case.speed, seed=case.seed) as world, entering, releasing:
-                run_input = merged_input({"lab": {"name": name}, **case.run_input})
+                run_input = merged_input({"lab": {"name": name}, **case.run_input}, scenario=world.run_input)
                 start_execution(emulator, run_input, name)
                 watcher = _stop_once_waiting(emulator, arn, stops) if case.stop_waiting else None
                 description = wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
@@ -307,6 +309,10 @@ STATES_ENTERED: dict[str, dict[str, Any]] = {
     "NewHealthy?": {},
     "WaitForNewHealthy": {"speed": SLOW_WORLD},
     "StopStressAfterError": {"fault": "AwaitScaleOut"},
+    "ScaleIn?": {},
+    "LoadStopped": {"scenario": "scale-in"},
+    "ScaledIn?": {"scenario": "scale-in"},
+    "WaitForScaleIn": {"scenario": "scale-in-never"},
     "JudgeFailed": {"fault": "Judge"},
     "TeardownDone?": {},
     "WaitForRelease": {"releasing": True},
@@ -332,7 +338,7 @@ def test_stopping_the_execution_as_it_enters_any_other_state_leaves_nothing(
     setting = STATES_ENTERED[state]
     case = Case(
         f"at-{state.lower().strip('?')}",
-        PASS,
+        SCENARIOS[setting.get("scenario", "pass")],
         fault=_raising_at(setting["fault"], emulator) if "fault" in setting else None,
         stop_entering=state,
         releasing=setting.get("releasing", False),

@@ -9,6 +9,7 @@ from scalelab_rehearsal.aws_time import (
     STEP_SECONDS,
     PhaseRun,
     Workflow,
+    _replay,
     minutes_text,
     model,
     until_torn_down,
@@ -182,3 +183,22 @@ def test_the_verdicts_phases_are_measured_between_the_modelled_moments() -> None
 @pytest.mark.parametrize(("seconds", "text"), [(0, "0 min 0 s"), (59.6, "1 min 0 s"), (414, "6 min 54 s")])
 def test_minutes_text(seconds: float, text: str) -> None:
     assert minutes_text(seconds) == text
+
+
+def test_a_scale_in_waits_for_the_scale_in_alarm_the_deregistration_and_the_termination() -> None:
+    workflow = Workflow(
+        poll_seconds=2, healthy_within=600, scale_out_within=900, new_instance_healthy_within=600
+    )
+    settings = provisioned_settings()
+    phases = passed(*PASS_PHASES[:8], "scale_in", *PASS_PHASES[8:])
+
+    modelled, marks = _replay(phases, set(), workflow, settings)
+    scale_in = next(phase for phase in modelled if phase.name == "scale_in")
+
+    gone = 15 * 60 + provision.DEREGISTRATION_DELAY_SECONDS + 30
+    assert marks["scaled_in"] - marks["load_stopped"] == pytest.approx(gone, abs=0.1)
+    assert gone + 1 <= scale_in.aws_seconds <= gone + 1 + workflow.poll_seconds + 1
+    assert scale_in.ended_by.startswith("the scale-in alarm: 15 datapoints of 60 s")
+    assert verdict_phase_seconds("load_stopped_to_scale_in", {"marks": marks, "phases": []}) == pytest.approx(
+        gone, abs=0.1
+    )

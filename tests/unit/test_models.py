@@ -165,7 +165,7 @@ def test_deadlines_adding_up_past_the_cap_name_the_parameter() -> None:
             context=RunDefaults.from_env(),
         )
 
-    assert "expectations: the three deadlines add up to 11000 s, above the RunDeadlinesCapSeconds" in str(
+    assert "expectations: the 3 deadlines add up to 11000 s, above the RunDeadlinesCapSeconds" in str(
         raised.value
     )
 

@@ -255,3 +255,58 @@ def test_the_timeline_never_ends_a_phase_before_it_starts(
     assert all(
         phase.started_at.endswith("+00:00") and "." not in phase.started_at for phase in verdict.timeline
     )
+
+
+def _waiting_for_the_scale_in(config: RunConfig, lab: ProvisionResult, within: int) -> dict[str, Any]:
+    state = full_run(config, lab)
+    state["config"]["expectations"]["scale_in_within_seconds"] = within
+    state["stress_stop"] = {"command_id": "c-1", "cancelled": True, "status": "Cancelled"}
+    state["scale_in_wait"] = {"load_stopped_at": at(480)}
+    return state
+
+
+def test_a_scale_in_in_time_passes_with_its_phase_in_the_timeline(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    state = _waiting_for_the_scale_in(config, lab, 1800)
+    state["scale_in"] = {
+        "expectation_met": True,
+        "checked_at": at(1500),
+        "instance_id": "i-0000000000000000a",
+        "scaled_in_at": at(1480),
+        "seen_in": "event",
+        "capacity_change": "from 3 to 2",
+    }
+
+    verdict = judge(state, run_table, settings)
+
+    assert verdict.passed is True
+    assert verdict.checks[-1].name == "scale_in"
+    assert verdict.reason.endswith(
+        "; i-0000000000000000a terminated 1000 s after the load stopped (desired capacity from 3 to 2)"
+    )
+    assert (verdict.timeline[-1].name, verdict.timeline[-1].seconds) == ("load_stopped_to_scale_in", 1000)
+
+
+def test_a_late_scale_in_fails_and_a_missing_one_quotes_no_scale_in(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    late = _waiting_for_the_scale_in(config, lab, 900)
+    late["scale_in"] = {
+        "expectation_met": True,
+        "checked_at": at(1500),
+        "instance_id": "i-0000000000000000a",
+        "scaled_in_at": at(1481),
+        "seen_in": "scaling_activities",
+        "capacity_change": "from 3 to 2",
+    }
+    never = _waiting_for_the_scale_in(config, lab, 900)
+    message = "no scale-in within 900 s: the group stayed at 3 instances (desired 3, 2 before the scale-out)"
+    never["error"] = {"Error": "NoScaleIn", "Cause": json.dumps({"errorMessage": message})}
+
+    assert judge(late, run_table, settings).reason == (
+        "failed at scale_in: i-0000000000000000a terminated 1001 s after the load stopped (desired capacity "
+        "from 3 to 2), later than the 900 s expected (seen in the group's scaling activities: no Auto "
+        "Scaling event reported it)"
+    )
+    assert judge(never, run_table, settings).reason == f"failed at scale_in: {message}"

@@ -269,6 +269,7 @@ def test_the_tracker_marks_phases_never_reached_as_skipped_and_times_the_others(
         "scale_out": "skipped",
         "new_instance_healthy": "skipped",
         "stop_stress": "skipped",
+        "scale_in": "skipped",
         "judge": "done",
         "teardown": "done",
         "notify": "done",
@@ -312,7 +313,7 @@ def test_live_progress_redraws_its_block_in_place_and_stops_its_clock() -> None:
 
     output = stream.getvalue()
     block = len(progress.lines())
-    assert block == 12  # the emulator's start, then the 11 phases
+    assert block == 13  # the emulator's start, then the 12 phases
     assert f"\x1b[{block}F" in output  # back to the block's first line before each redraw
     assert output.startswith("\x1b[?25l")
     assert output.endswith("\x1b[?25h")

@@ -213,6 +213,55 @@ def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(rehear
     assert_nothing_left(rehearsal, outcome)
 
 
+def _entered_states(outcome: Outcome) -> list[str]:
+    return [e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e]
+
+
+@pytest.mark.scenario("scale-in")
+def test_a_run_that_waits_for_the_scale_in_passes_once_the_group_is_back(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-scale-in")
+
+    assert outcome.status == "SUCCEEDED", outcome.cause
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    scale_in = outcome.verdict["checks"][-1]
+    assert scale_in["name"] == "scale_in"
+    assert " after the load stopped (desired capacity from " in scale_in["detail"]
+    assert scale_in["detail"].endswith(" to 2)")
+    assert [phase["name"] for phase in outcome.verdict["timeline"]][-1] == "load_stopped_to_scale_in"
+    entered = _entered_states(outcome)
+    assert entered.index("LoadStopped") == entered.index("StopStress") + 2
+    assert "EC2 Instance Terminate Successful" in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("scale-in-never")
+def test_a_group_that_never_scales_in_fails_the_run_saying_how_many_instances_stayed(
+    rehearsal: Rehearsal,
+) -> None:
+    outcome = rehearsal.run(name="wf-scale-in-never")
+
+    assert outcome.status == "FAILED"
+    assert outcome.error == "LabFailed"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at scale_in: no scale-in within 8 s: the group stayed at ")
+    assert " instances (desired " in outcome.cause
+    assert ", 2 before the scale-out) for " in outcome.cause
+    assert "target tracking's scale-in alarm wants 15 one-minute datapoints below the target" in outcome.cause
+    assert "WaitForScaleIn" in _entered_states(outcome)
+    assert "EC2 Instance Terminate Successful" not in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
+def test_a_run_without_the_scale_in_expectation_does_not_wait_for_it(rehearsal: Rehearsal) -> None:
+    outcome = rehearsal.run(name="wf-no-scale-in-wait")
+
+    assert outcome.status == "SUCCEEDED", outcome.cause
+    entered = _entered_states(outcome)
+    assert entered[entered.index("ScaleIn?") + 1] == "Judge"
+    assert "CheckScaleIn" not in entered
+
+
 def assert_refused_in_prepare(rehearsal: Rehearsal, outcome: Outcome, error: str) -> str:
     """The run failed in Prepare with ``error``, recorded why, and created nothing; returns the cause."""
     assert outcome.status == "FAILED"

@@ -24,6 +24,7 @@ entry, turns the scaling part on every tick, and undoes everything on exit.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,10 @@ __all__ = [
 ]
 
 LOG = logging.getLogger("scalelab.rehearsal.world")
+# A scale-in scenario's deadline, in AWS's seconds: two scale-in alarms' worth (scaling.py).
+SCALE_IN_WITHIN_SECONDS = 1800.0
+# ...and never shorter than a few real seconds of CheckScaleIn's polls.
+SCALE_IN_MIN_REAL_SECONDS = 8
 
 
 class World:
@@ -116,9 +121,13 @@ class World:
 
     @property
     def run_input(self) -> dict[str, Any]:
-        """What the scenario's run input must say to use the account made for it (lay a
-        person's input over it)."""
-        return self.account.run_input
+        """What the scenario's run input must say to use the account made for it, and to wait
+        for the scale-in when the scenario is about it (lay a person's input over it)."""
+        if not self.scenario.expects_scale_in:
+            return self.account.run_input
+        within = max(SCALE_IN_MIN_REAL_SECONDS, math.ceil(SCALE_IN_WITHIN_SECONDS / self.speed))
+        expectations = {**self.account.run_input.get("expectations", {}), "scale_in_within_seconds": within}
+        return {**self.account.run_input, "expectations": expectations}
 
     def now(self) -> float:
         """Simulated seconds since the world started."""

@@ -19,6 +19,14 @@ monitoring aggregates it), and the policy's AlarmHigh (made by
 ``moto_fixes`` as target tracking makes it) is set with SetAlarmState: ``OK``
 once a datapoint is at or below the target, ``ALARM`` when the scale-out is
 triggered, so its history shows what the alarm saw.
+
+The scale-in: the policy's AlarmLow wants ``SCALE_IN_ALARM_DATAPOINTS`` datapoints in a row
+below ``SCALE_IN_THRESHOLD_FRACTION`` of the target; then the desired capacity shrinks by one
+(never below MinSize), moto terminates an instance (``moto_fixes`` records the termination with
+the alarm's Cause) and an "EC2 Instance Terminate Successful" event goes on the default bus. Only
+a scenario that ``scales_in`` plays it (the others' policies never scale in, as with
+DisableScaleIn): on the world's clock AlarmLow's 15 minutes pass in a quarter of a real second,
+and would undo every scale-out before a test or a person looked at it.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ from scalelab_rehearsal.world.timings import (
     DATAPOINT_SECONDS,
     FALLBACK_WARMUP_SECONDS,
     INSTANCE_BOOT_SECONDS,
+    SCALE_IN_ALARM_DATAPOINTS,
+    SCALE_IN_THRESHOLD_FRACTION,
 )
 
 # After a launch failed for the vCPU quota, Auto Scaling tries again, backing off. AWS
@@ -65,6 +75,7 @@ class _Group:
     replaced_one: bool = False
     known_instances: set[str] = field(default_factory=set)
     next_datapoint: float = 0.0  # world's clock
+    low_datapoints: int = 0  # in a row below the scale-in threshold
 
 
 class Scaling:
@@ -100,7 +111,9 @@ class Scaling:
             target = self._cpu_target(backend, name)
             if in_service and self.clock.now() >= state.next_datapoint:
                 state.next_datapoint = self.clock.now() + DATAPOINT_SECONDS
-                self._datapoint(backend, name, self.stress.average_cpu(in_service), target)
+                cpu = self.stress.average_cpu(in_service)
+                self._datapoint(backend, name, cpu, target)
+                self._scale_in_datapoint(backend, name, group, state, cpu=cpu, target=target)
             if target is None or not in_service or state.launching:
                 continue
             window = self.stress.high_cpu_window(in_service, target)
@@ -130,14 +143,53 @@ class Scaling:
                 f"Threshold Crossed: 1 datapoint [{cpu:.1f}] was not greater than the threshold ({target}).",
             )
 
+    def _scale_in_datapoint(
+        self, backend: Any, name: str, group: Any, state: _Group, *, cpu: float, target: float | None
+    ) -> None:
+        """What AlarmLow makes of one minute's CPU: the scale-in after enough low datapoints."""
+        if target is None or not self.scenario.scales_in or state.launching:
+            state.low_datapoints = 0
+            return
+        threshold = target * SCALE_IN_THRESHOLD_FRACTION
+        state.low_datapoints = state.low_datapoints + 1 if cpu < threshold else 0
+        if state.low_datapoints < SCALE_IN_ALARM_DATAPOINTS or group.desired_capacity <= group.min_size:
+            return
+        state.low_datapoints = 0
+        self._set_alarm(
+            backend,
+            name,
+            "ALARM",
+            f"Threshold Crossed: {SCALE_IN_ALARM_DATAPOINTS} datapoints were less than the threshold "
+            f"({threshold}).",
+            which="-AlarmLow-",
+        )
+        self._scale_in(backend, name, group)
+
+    def _scale_in(self, backend: Any, name: str, group: Any) -> None:
+        before = {s.instance.id for s in group.instance_states}
+        shrunk = group.desired_capacity - 1
+        cause = _alarm_cause(backend, name, group.desired_capacity, shrunk, which="-AlarmLow-")
+        with moto_fixes.capacity_cause(cause):
+            backend.set_desired_capacity(name, shrunk)
+        backend.update_attached_target_groups(name)
+        for instance_id in sorted(before - {s.instance.id for s in group.instance_states}):
+            termination = next(
+                activity
+                for activity in reversed(moto_fixes.activities_of(group))
+                if activity["Description"] == f"Terminating EC2 instance: {instance_id}"
+            )
+            self._put_event(group, "EC2 Instance Terminate Successful", termination, instance_id)
+
     @staticmethod
-    def _set_alarm(backend: Any, group_name: str, state: str, reason: str) -> None:
-        """SetAlarmState on the policy's AlarmHigh, when it is not in ``state`` already."""
+    def _set_alarm(
+        backend: Any, group_name: str, state: str, reason: str, which: str = "-AlarmHigh-"
+    ) -> None:
+        """SetAlarmState on the policy's AlarmHigh (or AlarmLow), when it is not in ``state`` already."""
         policy = _target_tracking_policy(backend, group_name)
         cloudwatch = cloudwatch_backends[ACCOUNT][REGION]
         for alarm in getattr(policy, "alarms", None) or []:
             current = cloudwatch.alarms.get(alarm["AlarmName"])
-            if "-AlarmHigh-" in alarm["AlarmName"] and current is not None and current.state_value != state:
+            if which in alarm["AlarmName"] and current is not None and current.state_value != state:
                 cloudwatch.set_alarm_state(alarm["AlarmName"], reason, "{}", state)
 
     @staticmethod
@@ -298,21 +350,21 @@ def _iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _alarm_cause(backend: Any, group_name: str, before: int, after: int) -> str:
+def _alarm_cause(backend: Any, group_name: str, before: int, after: int, which: str = "-AlarmHigh-") -> str:
     """Auto Scaling's Cause for a change made by the group's target-tracking alarm."""
     policy = _target_tracking_policy(backend, group_name)
     policy_name = policy.name if policy is not None else "(no policy)"
-    alarm = _alarm_high(policy) or f"TargetTracking-{group_name}-AlarmHigh"
+    alarm = _alarm_named(policy, which) or f"TargetTracking-{group_name}{which.rstrip('-')}"
     return (
         f"At {now_iso()} a monitor alarm {alarm} in state ALARM "
         f"triggered policy {policy_name} changing the desired capacity from {before} to {after}."
     )
 
 
-def _alarm_high(policy: Any | None) -> str | None:
-    """The name of the policy's scale-out alarm (moto_fixes gives target tracking policies theirs)."""
+def _alarm_named(policy: Any | None, which: str) -> str | None:
+    """The name of the policy's AlarmHigh or AlarmLow (moto_fixes gives target tracking policies theirs)."""
     alarms = getattr(policy, "alarms", None) or []
-    return next((alarm["AlarmName"] for alarm in alarms if "-AlarmHigh-" in alarm["AlarmName"]), None)
+    return next((alarm["AlarmName"] for alarm in alarms if which in alarm["AlarmName"]), None)
 
 
 def _target_tracking_policy(backend: Any, group_name: str) -> Any | None:

@@ -51,6 +51,10 @@ class Scenario:
     launch_delay: float = 0.0  # scaling.py
     replaces_an_instance: bool = False  # scaling.py
     loses_events: bool = False  # scaling.py
+    # scaling.py: the policy's AlarmLow acts. Off elsewhere: on the world's clock its 15 minutes pass
+    # in a quarter of a real second, and would undo a scale-out before anyone looked at it.
+    scales_in: bool = False
+    expects_scale_in: bool = False  # __init__.py: the run input sets expectations.scale_in_within_seconds
     api_fault_rate: float = 0.0  # faults.py
     account: str = ""  # account.py
 
@@ -112,6 +116,18 @@ SCENARIOS: dict[str, Scenario] = {
             "slow-scale-out",
             "the alarm fires, but the launch completes only after the deadline",
             launch_delay=SLOW_SCALE_OUT_DELAY_SECONDS,
+        ),
+        Scenario(
+            "scale-in",
+            "the run waits for the scale-in: once the load stopped, target tracking's scale-in alarm "
+            "brings the group back to its starting capacity",
+            scales_in=True,
+            expects_scale_in=True,
+        ),
+        Scenario(
+            "scale-in-never",
+            "the run waits for the scale-in, but the group stays up: its policy never scales in",
+            expects_scale_in=True,
         ),
         Scenario(
             "flaky-api",

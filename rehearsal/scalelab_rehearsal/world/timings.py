@@ -36,6 +36,11 @@ FIRST_CHECK_INTERVALS = 0.5
 # tracking's scale-out alarm (AlarmHigh) wants 3 of 3 datapoints above the target.
 DATAPOINT_SECONDS = 60.0
 ALARM_DATAPOINTS = 3
+# Its scale-in alarm (AlarmLow) wants 15 of 15 datapoints below 90 % of the target: AWS
+# creates it so (the alarm's own configuration; the user guide says target tracking "scales
+# in more gradually"). Each scale-in removes one instance, then the count starts again.
+SCALE_IN_ALARM_DATAPOINTS = 15
+SCALE_IN_THRESHOLD_FRACTION = 0.9
 # EventBridge from the Auto Scaling event to the invoked target: an estimate (AWS
 # documents delivery as best effort, with no figure).
 EVENT_DELIVERY_SECONDS = 1.0

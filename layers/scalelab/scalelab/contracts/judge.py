@@ -55,6 +55,22 @@ class ScaleOutSummary(OutputModel):
     seen_in: Literal["event", "scaling_activities"] = "event"
 
 
+class ScaleInWait(OutputModel):
+    """``$.scale_in_wait``: when the scale-in wait began (the load had stopped)."""
+
+    load_stopped_at: TimestampText
+
+
+class ScaleInSummary(OutputModel):
+    """CheckScaleIn's last look (``$.scale_in``)."""
+
+    expectation_met: bool
+    instance_id: str | None = None
+    scaled_in_at: TimestampText | None = None
+    seen_in: Literal["event", "scaling_activities"] | None = None
+    capacity_change: str | None = None
+
+
 class JudgeEvent(OutputModel):
     """The workflow's state as Judge receives it: only ``config`` is sure to be there."""
 
@@ -65,6 +81,9 @@ class JudgeEvent(OutputModel):
     stress: StressSummary | None = None
     scale_out: ScaleOutSummary | None = None
     new_healthy: TargetSnapshot | None = None
+    # Only when the run set expectations.scale_in_within_seconds.
+    scale_in_wait: ScaleInWait | None = None
+    scale_in: ScaleInSummary | None = None
     error: StepError | None = None
 
 

@@ -33,6 +33,9 @@ CpuPercent = Annotated[float, Field(gt=0, lt=100)]
 # Target tracking's scale-out alarm fires after 3 one-minute datapoints above the target
 # (detailed monitoring): a shorter stress can never scale the group out.
 SCALE_OUT_ALARM_SECONDS = 180
+# Its scale-in alarm (AlarmLow) wants 15 one-minute datapoints below the target: a scale-in
+# deadline shorter than this fails on AWS (the rehearsal's compressed clock may use less).
+SCALE_IN_ALARM_SECONDS = 900
 
 
 def check_group_sizes(min_size: int, desired_capacity: int, max_size: int) -> None:
@@ -194,20 +197,27 @@ class ExpectationsInput(SectionInput):
     healthy_within_seconds: int = Field(ge=1, le=86_400)
     scale_out_within_seconds: int = Field(ge=1, le=86_400)
     new_instance_healthy_within_seconds: int = Field(ge=1, le=86_400)
+    # Absent (the default): the run does not wait for the scale-in. Set, the run stops the load
+    # after the scale-out and waits this long for the group to shrink back; on AWS that takes
+    # at least SCALE_IN_ALARM_SECONDS, and the instances stay up (and cost) meanwhile.
+    scale_in_within_seconds: int | None = Field(default=None, ge=1, le=86_400)
 
     @model_validator(mode="after")
     def _deadlines_fit_the_run(self, info: ValidationInfo) -> Self:
         # Past the deadlines the run still stresses, judges and tears down, all before the
         # state machine's own 4-hour timeout, which the cap keeps room for.
-        total = (
-            self.healthy_within_seconds
-            + self.scale_out_within_seconds
-            + self.new_instance_healthy_within_seconds
-        )
+        deadlines = [
+            self.healthy_within_seconds,
+            self.scale_out_within_seconds,
+            self.new_instance_healthy_within_seconds,
+        ]
+        if self.scale_in_within_seconds is not None:
+            deadlines.append(self.scale_in_within_seconds)
+        total = sum(deadlines)
         cap = defaults_of(info).run_deadlines_cap_seconds
         if total > cap:
             raise ValueError(
-                f"the three deadlines add up to {total} s, above the RunDeadlinesCapSeconds "
+                f"the {len(deadlines)} deadlines add up to {total} s, above the RunDeadlinesCapSeconds "
                 f"Parameter ({cap} s); shorten them or raise the Parameter"
             )
         return self
@@ -272,6 +282,8 @@ class ExpectationsConfig(OutputModel):
     healthy_within_seconds: int
     scale_out_within_seconds: int
     new_instance_healthy_within_seconds: int
+    # None: the run does not wait for the scale-in (the state machine's ScaleIn? tests for null).
+    scale_in_within_seconds: int | None = None
 
 
 class TimingConfig(OutputModel):

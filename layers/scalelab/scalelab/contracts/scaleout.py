@@ -27,6 +27,18 @@ EVENT_TEXT_MAX = 1000
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def the_runs_group(value: str, info: ValidationInfo) -> str:
+    """``value`` when it is the group of the run being validated (``run_id``, validated before it)."""
+    run_id = info.data.get("run_id")
+    if run_id is not None and value != resource_names(run_id).auto_scaling_group:
+        expected = resource_names(run_id).auto_scaling_group
+        raise ValueError(
+            f"{value!r} is not run {run_id!r}'s group ({expected!r}); Auto Scaling events are "
+            "matched to a run by its group's name, so pass the group Provision created"
+        )
+    return value
+
+
 class ScaleOutBaseline(InputModel):
     """The group as it was when the stress began: a scale-out must go beyond it."""
 
@@ -40,14 +52,7 @@ class ScaleOutBaseline(InputModel):
     @field_validator("auto_scaling_group_name")
     @classmethod
     def _the_runs_group(cls, value: str, info: ValidationInfo) -> str:
-        run_id = info.data.get("run_id")
-        if run_id is not None and value != resource_names(run_id).auto_scaling_group:
-            expected = resource_names(run_id).auto_scaling_group
-            raise ValueError(
-                f"{value!r} is not run {run_id!r}'s group ({expected!r}); Auto Scaling events are "
-                "matched to a run by its group's name, so pass the group Provision created"
-            )
-        return value
+        return the_runs_group(value, info)
 
 
 class AwaitScaleOutEvent(ScaleOutBaseline):
@@ -158,3 +163,37 @@ class ScalingEventResult(OutputModel):
     detail_type: str
     duplicate: bool
     completion: Completion
+
+
+# ---- the scale-in (expectations.scale_in_within_seconds) ------------------------------------
+
+
+class CheckScaleInEvent(InputModel):
+    """What the state machine hands CheckScaleIn on each poll once the load stopped."""
+
+    run_id: RunId
+    auto_scaling_group_name: str = Field(min_length=1, max_length=255)
+    # When StopStress had stopped the load (the ScaleIn wait's start): a scale-in counts from here.
+    load_stopped_at: Timestamp
+    # The group's desired capacity before the scale-out: the scale-in must come back to it.
+    desired_capacity: int = Field(ge=1, le=MAX_GROUP_SIZE)
+    within_seconds: int = Field(ge=1, le=86_400)
+
+    @field_validator("auto_scaling_group_name")
+    @classmethod
+    def _the_runs_group(cls, value: str, info: ValidationInfo) -> str:
+        return the_runs_group(value, info)
+
+
+class ScaleIn(OutputModel):
+    """One look at the scale-in (the state machine's ``$.scale_in``): met once an instance was
+    terminated because the desired capacity shrank back to the starting one, and where that was seen."""
+
+    expectation_met: bool
+    checked_at: TimestampText
+    instance_id: str | None = None
+    scaled_in_at: TimestampText | None = None
+    activity_id: str | None = None
+    seen_in: Literal["event", "scaling_activities"] | None = None
+    # Auto Scaling's words for the change ("from 3 to 2"), quoted in the verdict.
+    capacity_change: str | None = None

@@ -69,3 +69,8 @@ class ScaleOutTooSlow(ScalelabError):
 
 class NoScaleOut(ScalelabError):
     """By the deadline, neither an event nor the group's scaling activities showed a scale-out."""
+
+
+class NoScaleIn(ScalelabError):
+    """By the scale-in deadline, neither an event nor the group's scaling activities showed the
+    group shrinking back to its capacity from before the scale-out."""

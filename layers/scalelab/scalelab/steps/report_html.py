@@ -159,6 +159,7 @@ PHASE_TITLES = {
     "wait_healthy": "targets healthy",
     "stress_to_scale_out": "stress to scale-out",
     "new_instance_healthy": "new instance healthy",
+    "load_stopped_to_scale_in": "load stopped to scale-in",
 }
 
 

@@ -40,9 +40,11 @@ from scalelab.contracts.scaleout import (
     AutoScalingEvent,
     AwaitScaleOutEvent,
     AwaitScaleOutResult,
+    CheckScaleInEvent,
     CheckScaleOutEvent,
     Completion,
     IgnoredScalingEvent,
+    ScaleIn,
     ScaleOut,
     ScaleOutBaseline,
     ScalingActivity,
@@ -51,7 +53,7 @@ from scalelab.contracts.scaleout import (
 )
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
-from scalelab.core.errors import InvalidInput, NoScaleOut, ScaleOutFailed, ScaleOutTooSlow
+from scalelab.core.errors import InvalidInput, NoScaleIn, NoScaleOut, ScaleOutFailed, ScaleOutTooSlow
 from scalelab.core.naming import PREFIX
 from scalelab.core.observability import logger
 from scalelab.store.items import LoggedEvent, Waiter
@@ -389,3 +391,126 @@ def _failed_launches(
 
 def _launches(count: int) -> str:
     return "1 launch" if count == 1 else f"{count} launches"
+
+
+# ---- the scale-in (expectations.scale_in_within_seconds) -----------------------------------------
+
+# How Auto Scaling words a shrinking group in a termination's Cause: the policy's change of the
+# desired capacity, then the instance taken out of service for the difference.
+CAPACITY_SHRANK = re.compile(r"(?:changing the desired capacity|shrinking the capacity) from (\d+) to (\d+)")
+TERMINATING = "Terminating EC2 instance"
+INSTANCE_TERMINATED = re.compile(r"Terminating EC2 instance: (i-[0-9a-f]+)")
+# Target tracking's scale-in alarm (AlarmLow): 15 one-minute datapoints below the target.
+SCALE_IN_ALARM_DATAPOINTS = 15
+
+
+def shrank_to(cause: str, desired_capacity: int) -> str | None:
+    """Auto Scaling's "from X to Y" when the Cause says the capacity shrank to ``desired_capacity``
+    or below, else None."""
+    for change in CAPACITY_SHRANK.finditer(cause):
+        before, after = int(change[1]), int(change[2])
+        if before > after and after <= desired_capacity:
+            return f"from {before} to {after}"
+    return None
+
+
+def _scaled_in(activity: ScalingActivity, fallback: datetime, event: CheckScaleInEvent) -> bool:
+    began = activity.start_time or fallback
+    # Auto Scaling's times may come in whole seconds: a termination in the second the load
+    # stopped counts.
+    return (
+        began >= event.load_stopped_at.replace(microsecond=0)
+        and bool(activity.instance_id)
+        and shrank_to(activity.cause, event.desired_capacity) is not None
+    )
+
+
+def _scale_in_of(
+    activity: ScalingActivity, fallback: datetime, event: CheckScaleInEvent, seen_in: str, now: float
+) -> ScaleIn:
+    return ScaleIn.model_validate(
+        {
+            "expectation_met": True,
+            "checked_at": utc_iso(now),
+            "instance_id": activity.instance_id,
+            # The group is back once the instance is gone: the activity's end.
+            "scaled_in_at": utc_iso((activity.end_time or activity.start_time or fallback).timestamp()),
+            "activity_id": activity.activity_id,
+            "seen_in": seen_in,
+            "capacity_change": shrank_to(activity.cause, event.desired_capacity),
+        }
+    )
+
+
+def check_scale_in(event: CheckScaleInEvent, table: ScaleOutTable, now: float | None = None) -> ScaleIn:
+    """One poll of the scale-in wait: has the group shrunk back to its starting capacity?
+
+    Each poll reads the run's event log ("EC2 Instance Terminate Successful" events, logged by
+    OnScalingEvent). At the deadline the group's scaling activities decide, as for the
+    scale-out (events are best effort); with no scale-in there either, NoScaleIn says how
+    many instances the group kept.
+    """
+    now = time.time() if now is None else now
+    logger.append_keys(run_id=event.run_id)
+    checked_at = utc_iso(now)
+    terminations = [
+        entry
+        for entry in table.logged_events(event.run_id)
+        if entry.detail_type == TERMINATE_SUCCESSFUL and _scaled_in(entry, entry.time, event)
+    ]
+    if terminations:
+        first = min(terminations, key=lambda entry: (entry.end_time or entry.time, entry.event_id))
+        logger.info("scale-in event found", extra={"event_id": first.event_id})
+        return _scale_in_of(first, first.time, event, "event", now)
+    waited = int(now - event.load_stopped_at.timestamp())
+    if waited < event.within_seconds:
+        return ScaleIn(expectation_met=False, checked_at=checked_at)
+    activities = [
+        activity
+        for activity in termination_activities(event.auto_scaling_group_name)
+        if activity.status_code == SUCCESSFUL
+        and activity.start_time is not None
+        and _scaled_in(activity, activity.start_time, event)
+    ]
+    if activities:
+        first_activity = min(activities, key=lambda activity: activity.end_time or event.load_stopped_at)
+        logger.info("scale-in found in the activities", extra={"activity": first_activity.activity_id})
+        return _scale_in_of(first_activity, event.load_stopped_at, event, "scaling_activities", now)
+    raise NoScaleIn(_no_scale_in(event, waited))
+
+
+def _no_scale_in(event: CheckScaleInEvent, waited: int) -> str:
+    groups = client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[event.auto_scaling_group_name]
+    )["AutoScalingGroups"]
+    stayed = (
+        f"the group stayed at {len(groups[0]['Instances'])} instances (desired "
+        f"{groups[0]['DesiredCapacity']}, {event.desired_capacity} before the scale-out)"
+        if groups
+        else "the group is gone"
+    )
+    return (
+        f"no scale-in within {event.within_seconds} s: {stayed} for {waited} s after the load stopped; "
+        f"target tracking's scale-in alarm wants {SCALE_IN_ALARM_DATAPOINTS} one-minute datapoints below "
+        "the target before it removes an instance (so allow at least 900 s), and a policy with "
+        "DisableScaleIn never removes one"
+    )
+
+
+def termination_activities(group: str) -> list[AutoScalingDetail]:
+    """The group's termination activities, newest first, as DescribeScalingActivities lists them."""
+    pages = (
+        client("autoscaling")
+        .get_paginator("describe_scaling_activities")
+        .paginate(AutoScalingGroupName=group, PaginationConfig={"MaxItems": MAX_ACTIVITIES})
+    )
+    terminations = []
+    for page in pages:
+        for activity in page["Activities"]:
+            description = activity.get("Description", "")
+            if not description.startswith(TERMINATING):
+                continue
+            instance = INSTANCE_TERMINATED.search(description)
+            fields = {**activity, "EC2InstanceId": instance[1] if instance else ""}
+            terminations.append(AutoScalingDetail.model_validate(fields))
+    return terminations

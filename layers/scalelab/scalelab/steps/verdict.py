@@ -136,8 +136,30 @@ def _new_instance_healthy(run: JudgeEvent, _provision: ProvisionResult, _: Group
     )
 
 
-# The expectations in the order the workflow meets them.
+def _scale_in(run: JudgeEvent, _provision: ProvisionResult, _: GroupLookup) -> Check:
+    within = run.config.expectations.scale_in_within_seconds
+    if run.scale_in_wait is None:
+        return Check(name="scale_in", passed=False, detail=_with_error(run, "the scale-in was not awaited"))
+    scale_in = run.scale_in
+    if scale_in is None or not scale_in.expectation_met or scale_in.scaled_in_at is None:
+        if run.error is not None and run.error.error == "NoScaleIn":
+            return Check(name="scale_in", passed=False, detail=run.error.message)
+        return Check(name="scale_in", passed=False, detail=_with_error(run, f"no scale-in within {within} s"))
+    took = seconds_between(run.scale_in_wait.load_stopped_at, scale_in.scaled_in_at)
+    late = "" if within is None or took <= within else f", later than the {within} s expected"
+    change = f" (desired capacity {scale_in.capacity_change})" if scale_in.capacity_change else ""
+    seen = (
+        " (seen in the group's scaling activities: no Auto Scaling event reported it)"
+        if scale_in.seen_in == "scaling_activities"
+        else ""
+    )
+    detail = f"{scale_in.instance_id} terminated {took} s after the load stopped{change}{late}{seen}"
+    return Check(name="scale_in", passed=within is None or took <= within, detail=detail)
+
+
+# The expectations in the order the workflow meets them (the scale-in only when the run set it).
 GATES = (_healthy, _probe, _scale_out, _new_instance_healthy)
+OPTIONAL_GATES = (_scale_in,)
 
 
 def evaluate(run: JudgeEvent, describe_group: GroupLookup = group_state) -> list[Check]:
@@ -147,7 +169,8 @@ def evaluate(run: JudgeEvent, describe_group: GroupLookup = group_state) -> list
             Check(name="provisioned", passed=False, detail=_with_error(run, "the lab was not provisioned"))
         ]
     checks: list[Check] = []
-    for gate in GATES:
+    gates = GATES + (OPTIONAL_GATES if run.config.expectations.scale_in_within_seconds is not None else ())
+    for gate in gates:
         checks.append(gate(run, run.provision, describe_group))
         if not checks[-1].passed:
             break
@@ -163,11 +186,14 @@ def timeline(run: JudgeEvent) -> list[Phase]:
     provisioned_at = run.provision.provisioned_at if run.provision else None
     stress_at = run.stress.started_at if run.stress else None
     launched_at = run.scale_out.launched_at if run.scale_out else None
+    load_stopped_at = run.scale_in_wait.load_stopped_at if run.scale_in_wait else None
+    scaled_in_at = run.scale_in.scaled_in_at if run.scale_in and run.scale_in.expectation_met else None
     marks = [
         ("provision", run.config.started_at, provisioned_at),
         ("wait_healthy", provisioned_at, healthy_at),
         ("stress_to_scale_out", stress_at, launched_at),
         ("new_instance_healthy", launched_at, new_healthy_at),
+        ("load_stopped_to_scale_in", load_stopped_at, scaled_in_at),
     ]
     phases = []
     for name, start, end in marks:
@@ -186,6 +212,7 @@ METRIC_OF_PHASE = {
     "wait_healthy": "TimeToHealthySeconds",
     "stress_to_scale_out": "StressToScaleOutSeconds",
     "new_instance_healthy": "NewInstanceToHealthySeconds",
+    "load_stopped_to_scale_in": "LoadStoppedToScaleInSeconds",
 }
 
 
