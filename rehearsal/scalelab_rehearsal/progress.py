@@ -41,7 +41,8 @@ PHASES: tuple[PhaseSpec, ...] = (
     _phase("stop_stress", "Stop stress", "StopStress", "StopStressAfterError"),
     _phase("judge", "Judge", "Judge", "JudgeFailed"),
     _phase("teardown", "Teardown", "Teardown", "TeardownDone?", "WaitForRelease"),
-    _phase("notify", "Notify", "Notify"),
+    # The report page is written after Teardown and is what the notification links to.
+    _phase("notify", "Notify", "PageToWrite?", "PublishReport", "Notify"),
 )
 
 Status = Literal["pending", "running", "done", "failed", "skipped"]

@@ -69,3 +69,7 @@ class ScaleOutTooSlow(ScalelabError):
 
 class NoScaleOut(ScalelabError):
     """By the deadline, neither an event nor the group's scaling activities showed a scale-out."""
+
+
+class ReportNotFound(ScalelabError):
+    """The JSON report the verdict names is not in the reports bucket, so there is no page to draw."""
