@@ -84,7 +84,10 @@ class Metrics:
             self._put(name, group, in_service)
 
     def _put(self, name: str, group: Any, in_service: list[str]) -> None:
-        moment = datetime.now(UTC)
+        # Naive UTC, as moto keeps a timestamp that came through PutMetricData: its
+        # GetMetricStatistics compares them with a naive StartTime (an aware one raised TypeError,
+        # a 500, and the diagnosis could not read the group's CPU).
+        moment = datetime.now(UTC).replace(tzinfo=None)
         dimensions = [{"Name": "AutoScalingGroupName", "Value": name}]
         backend = cloudwatch_backends[ACCOUNT][REGION]
         if "GroupInServiceInstances" in group.metrics:  # only once metrics collection is on
