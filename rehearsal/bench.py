@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGET_SECONDS = 5.0
+TARGET_SECONDS = 3.0
 TARGET_CORES = 2
 RUN_TIMEOUT_SECONDS = 300.0
 COMMAND = ["-m", "scalelab_rehearsal.cli", "rehearse", "--json"]

@@ -17,6 +17,7 @@ import pytest
 from moto import mock_aws
 from scalelab_rehearsal import moto_fixes
 
+from tests.support.summary import SUMMARY
 from tests.support.template import function_code, function_environment, resource, template
 
 # Powertools reads its service name and metrics namespace when the Logger and
@@ -34,6 +35,69 @@ REGION = "us-east-1"
 TABLE_NAME = "scalelab-test-runs"
 REPORTS_BUCKET = "scalelab-test-reports"
 INSTANCE_PROFILE_NAME = "scalelab-test-instances"
+
+# ---- pytest-xdist's workers (docs/performance.md, "Test suite") -----------------------------
+
+# A fixture of these scopes is made once per worker that runs a test using it.
+_SHARED_SCOPES = {"class": pytest.Class, "module": pytest.Module, "package": pytest.Package}
+
+
+def _shared_fixtures(item: pytest.Item) -> list[str]:
+    """The class, module and package fixtures a test uses, each named with the node it is made for."""
+    fixture_info = getattr(item, "_fixtureinfo", None)
+    if fixture_info is None:
+        return []
+    keys = []
+    for name, definitions in fixture_info.name2fixturedefs.items():
+        kind = _SHARED_SCOPES.get(definitions[-1].scope)
+        node = item.getparent(kind) if kind is not None else None
+        if node is not None:
+            keys.append(f"{node.nodeid}::{name}")
+    return keys
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that share a class, module or package fixture (a module's recorded runs, say) go to
+    one worker together, so the fixture is made once, as without workers; every other test goes
+    to whichever worker is free. With ``--dist loadgroup`` (the Makefile's) xdist keeps each
+    group on one worker; without it the marks do nothing."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    # Union-find over the shared fixtures: tests that share any one are a group.
+    parent: dict[str, str] = {}
+
+    def root(key: str) -> str:
+        while parent.setdefault(key, key) != key:
+            key = parent[key]
+        return key
+
+    shared = {index: keys for index, item in enumerate(items) if (keys := _shared_fixtures(item))}
+    for keys in shared.values():
+        for key in keys[1:]:
+            parent[root(key)] = root(keys[0])
+    for index, keys in shared.items():
+        items[index].add_marker(pytest.mark.xdist_group(root(keys[0])))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On a worker: hand its summary to the controller (pytest_testnodedown)."""
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:
+        worker_output["summary"] = SUMMARY.export()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    summary = getattr(node, "workeroutput", {}).get("summary")
+    if summary is not None:
+        SUMMARY.merge(summary)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in SUMMARY.lines():
+        terminalreporter.write_line(line)
+
 
 _real_connect = socket.socket.connect
 

@@ -7,4 +7,9 @@ emulator through ``AWS_ENDPOINT_URL`` with their normal boto3 clients.
 
 from pathlib import Path
 
+from scalelab_rehearsal import botocore_data
+
 ROOT = Path(__file__).resolve().parents[2]
+
+# Before moto is imported: it reads botocore's data at its import.
+botocore_data.share()

@@ -13,6 +13,8 @@ import importlib.metadata
 import io
 import json
 import logging
+import os
+import threading
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -99,9 +101,10 @@ def translate_once(template: dict[str, Any]) -> dict[str, Any]:
         return cached
     translated = translate(template)
     TRANSLATIONS.mkdir(parents=True, exist_ok=True)
-    partial = kept.with_suffix(".partial")
+    # Whole or not at all, even with two rehearsals at once: each writes its own partial file.
+    partial = kept.with_suffix(f".{os.getpid()}.{threading.get_ident()}.partial")
     partial.write_text(json.dumps(translated))
-    partial.replace(kept)  # whole or not at all, even with two rehearsals at once
+    partial.replace(kept)
     return translated
 
 

@@ -26,7 +26,7 @@ from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for as m
 from moto.stepfunctions.parser.backend.execution import BaseExecutionWorkerCommunication
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from scalelab_rehearsal import moto_fixes
+from scalelab_rehearsal import asl_cache, moto_fixes
 from scalelab_rehearsal.deploy import Stack, deploy
 from scalelab_rehearsal.iam.enforce import Enforcement, acting_as, credentials_of
 from scalelab_rehearsal.iam.evaluator import Evaluator
@@ -37,6 +37,8 @@ ACCOUNT = "123456789012"
 # How often an idle server looks for a stop request (werkzeug's default is 0.5 s,
 # which every rehearsal would wait out once at its end).
 SERVER_POLL_SECONDS = 0.02
+MOTO_SEED = 20240601
+RESET_TIMEOUT_SECONDS = 60
 
 
 def free_port() -> int:
@@ -132,6 +134,8 @@ def _announce_execution_status_changes(emulator: Emulator) -> Callable[[], None]
 
     def terminated(self: BaseExecutionWorkerCommunication) -> None:
         original(self)
+        with emulator.execution_ended:
+            emulator.execution_ended.notify_all()
         execution = self.execution
         if emulator.server is None:
             return
@@ -231,6 +235,8 @@ class Emulator:
         self._function_names: set[str] = set()
         self._undo: list[Callable[[], None]] = []
         self._saved_environment: dict[str, str | None] = {}
+        # Notified whenever an execution ends, so whoever follows one need not poll often.
+        self.execution_ended = threading.Condition()
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -253,6 +259,7 @@ class Emulator:
         self._undo.append(evaluator.close)
         self._undo.append(self._patch_config())
         self._undo.append(moto_fixes.install())
+        self._undo.append(asl_cache.install())
         # moto's ThreadedMotoServer, with a shorter poll so that stopping is immediate.
         self.server = make_server(
             "127.0.0.1",
@@ -269,6 +276,7 @@ class Emulator:
         )
         self._server_thread.start()
         self.reset()
+        self.seed()
         self.stack = deploy(self.client, self.parameters)
         self.iam = Enforcement(
             ACCOUNT,
@@ -287,6 +295,16 @@ class Emulator:
     def reset(self) -> None:
         """Forget every emulated resource (moto's backends are shared by the whole process)."""
         request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")  # noqa: S310 - loopback
+        # Resetting every backend takes a second on an idle machine; a loaded one (tests on both
+        # Pythons' workers at once) has taken over 10 s.
+        with urllib.request.urlopen(request, timeout=RESET_TIMEOUT_SECONDS):  # noqa: S310 - the emulator on loopback
+            pass
+
+    def seed(self) -> None:
+        """Start moto's random ids over (moto's documented seed), so that every rehearsal's stack gets
+        the same physical names, and so the same state machine definitions, whose ARNs are substituted
+        in: a definition parsed once (``asl_cache``) then serves every later rehearsal."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/seed?a={MOTO_SEED}", method="POST")  # noqa: S310 - loopback
         with urllib.request.urlopen(request, timeout=10):  # noqa: S310 - the emulator on loopback
             pass
 

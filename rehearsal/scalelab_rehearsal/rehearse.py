@@ -38,6 +38,7 @@ MIN_DEADLINE_SECONDS = 8
 EXECUTION_SLACK_SECONDS = 120.0
 REPORTS_DIR = ROOT / ".rehearsal" / "reports"
 TERMINAL_STATUSES = frozenset({"SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED"})
+FOLLOW_SECONDS = 0.25
 
 
 @dataclass
@@ -136,7 +137,10 @@ def wait_for(
             return description
         if time.monotonic() > deadline:
             raise TimeoutError(f"the execution was still {description['status']} after {timeout_seconds} s")
-        time.sleep(0.05)
+        # Woken at once when an execution ends; otherwise a look at the history four times a
+        # second: each look fetches the whole history, and looking more often took CPU from the run.
+        with emulator.execution_ended:
+            emulator.execution_ended.wait(FOLLOW_SECONDS)
 
 
 def collect(

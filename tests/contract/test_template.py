@@ -228,3 +228,11 @@ def test_every_name_the_template_sets_is_its_stacks_own() -> None:
                 fixed.append(f"{logical_id}.{key} = {name}")
 
     assert fixed == []
+
+
+def test_no_lab_state_may_hold_a_group_bigger_than_max_size_cap_allows() -> None:
+    # A state the workflow hands on is validated without the deployed cap; its absolute bound
+    # is the cap's own ceiling.
+    from scalelab.contracts.run import GROUP_SIZE_LIMIT
+
+    assert template()["Parameters"]["MaxSizeCap"]["MaxValue"] == GROUP_SIZE_LIMIT

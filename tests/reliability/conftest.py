@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -12,30 +11,10 @@ from scalelab_rehearsal.emulator import Emulator
 
 from scalelab.core.naming import RUN_TAG
 from scalelab.resources.discovery import LIVE_INSTANCE_STATES
+from tests.support.summary import SUMMARY
 
-# Every run, its cleanup and the sweep end well within this.
-
-
-@dataclass
-class Tally:
-    runs: int = 0
-    faults: int = 0
-    left: list[str] = field(default_factory=list)
-
-    def line(self) -> str:
-        return (
-            f"fault matrix: {self.runs} runs, {self.faults} faults injected, {len(self.left)} resources left"
-        )
-
-
-TALLY = Tally()
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if TALLY.runs:
-        terminalreporter.write_line(TALLY.line())
-        for label in TALLY.left:
-            terminalreporter.write_line(f"  left: {label}")
+# The tally for the summary line, added up over the workers (tests/support/summary.py).
+TALLY = SUMMARY.fault_matrix
 
 
 @pytest.fixture

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from types import ModuleType
 
 import boto3
 import pytest
@@ -19,7 +21,7 @@ from scalelab.core.settings import JanitorSettings, ProvisionSettings
 from scalelab.steps.janitor import close_run, execution_arn, sweep
 from scalelab.steps.provision import provision_lab
 from scalelab.store.runs import RunTable
-from tests.conftest import TABLE_NAME
+from tests.conftest import TABLE_NAME, FakeLambdaContext
 from tests.support.account import aws_fault, tagged_resources
 from tests.unit.conftest import PrepareRun
 
@@ -240,3 +242,28 @@ def test_the_execution_arn_is_built_from_the_state_machine_arn() -> None:
     arn = execution_arn("arn:aws:states:eu-west-1:111122223333:stateMachine:scalelab-Lab-X", "nightly-1")
 
     assert arn == "arn:aws:states:eu-west-1:111122223333:execution:scalelab-Lab-X:nightly-1"
+
+
+def test_the_handler_with_the_templates_settings_closes_and_sweeps(
+    lab: ProvisionResult,
+    run_table: RunTable,
+    settings: JanitorSettings,
+    load_handler: Callable[[str], ModuleType],
+    lambda_context: FakeLambdaContext,
+) -> None:
+    handler = load_handler("JanitorFunction")
+    grace = handler.SETTINGS.grace_seconds
+
+    closed = handler.lambda_handler(
+        {"action": "close", "execution_name": RUN, "status": "FAILED"}, lambda_context
+    )
+    swept = handler.lambda_handler({"action": "sweep"}, lambda_context)
+
+    assert json.loads(json.dumps([closed, swept])) == [closed, swept]
+    assert closed["run_id"] == RUN
+    record = run_table.load_run(RUN)
+    assert record is not None
+    assert record.status == "failed"
+    # The template's grace period (an hour by default) keeps a run that has just started.
+    assert swept["skipped"] == [f"{RUN}: started less than {grace} s ago (the grace period)"]
+    assert set(tagged_resources(RUN)) >= {"auto_scaling_groups", "load_balancers"}

@@ -817,3 +817,52 @@ def test_a_launch_still_under_way_at_the_deadline_is_too_slow_not_absent(
 
     with pytest.raises(ScaleOutTooSlow, match=r"still under way \(PreInService\) when the 900 s were up"):
         check_scale_out(check, table)
+
+
+def test_activities_other_than_launches_are_not_counted_as_launches(
+    lab: ProvisionResult, table: ScaleOutTable
+) -> None:
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    group = _group(lab.auto_scaling_group_name)
+    moto_fixes.record_activity(
+        group,
+        Description="Terminating EC2 instance: i-0123456789abcdef0",
+        Cause="At 2026-01-15T10:03:50Z an instance was taken out of service in response to a health check.",
+        StatusCode="Failed",
+        StatusMessage="The instance is still being stopped.",
+    )
+    moto_fixes.record_activity(
+        group,
+        Description="Launching a new EC2 instance.  Status Reason: no capacity",
+        Cause="At 2026-01-15T10:03:55Z a monitor alarm changing the desired capacity from 2 to 3.",
+        StatusCode="Failed",
+        StatusMessage="We currently do not have sufficient t3.micro capacity in us-east-1a.",
+    )
+
+    with pytest.raises(ScaleOutFailed) as failed:
+        check_scale_out(check, table)
+
+    assert str(failed.value).startswith("1 launch failed within 900 s and none succeeded; AWS said: ")
+    assert "still being stopped" not in str(failed.value)
+
+
+def test_a_second_launch_while_the_first_holds_the_claim_leaves_the_completion_to_the_first(
+    workflow: Workflow, table: ScaleOutTable
+) -> None:
+    execution = workflow.start()
+    wait(execution.payload, table)
+    first = aws_event("launch-successful")
+    with aws_fault("stepfunctions", "SendTaskSuccess", "ServiceUnavailable"), pytest.raises(ClientError):
+        deliver(first, table)
+
+    second = deliver(aws_event("launch-successful", STRESS_STARTED + timedelta(minutes=5)), table)
+
+    assert isinstance(second, ScalingEventResult)
+    assert (second.duplicate, second.completion) == (False, "claimed_elsewhere")
+    assert waiter()["completed_by"] == first["id"]
+    assert workflow.status(execution.arn) == "RUNNING"
+    # EventBridge's retry of the first completes the execution with the first launch.
+    retried = deliver(first, table)
+    assert isinstance(retried, ScalingEventResult)
+    assert retried.completion == "succeeded"
+    assert workflow.finished(execution.arn)["status"] == "SUCCEEDED"

@@ -390,17 +390,25 @@ def fake_stress_ng(record: Path, sleep_seconds: int) -> str:
     return f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\nexec {shutil.which("sleep")} {sleep_seconds}\n'
 
 
-def live_members(group: int) -> list[int]:
-    """Processes of a process group that are still alive (zombies waiting to be reaped do not count)."""
-    members = []
+def group_members(group: int) -> dict[int, tuple[str, str]]:
+    """Each live process of a process group (zombies waiting to be reaped do not count): its
+    command name and its scheduler state."""
+    members = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
+            text = stat.read_text()
+            command = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
             continue
         if int(fields[2]) == group and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+            members[int(stat.parent.name)] = (command, fields[0])
     return members
+
+
+def live_members(group: int) -> list[int]:
+    """Processes of a process group that are still alive."""
+    return sorted(group_members(group))
 
 
 def launch(script: Path, bin_dir: Path, output: Path) -> subprocess.Popen[bytes]:
@@ -450,21 +458,48 @@ def one_second_script(tmp_path: Path) -> Path:
     return script
 
 
+# A busy loop is runnable whenever it is looked at: on a core, or waiting for one on a loaded
+# machine; a loop that sleeps is not. A share, not every look: a shell just started may be
+# reading its program in from disk.
+BUSY_SHARE = 0.8
+
+
 def test_without_stress_ng_the_script_burns_the_cores_and_stops_by_itself(
     one_second_script: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "output.txt"
+    cores = len(os.sched_getaffinity(0))
     cpu_before = children_cpu_seconds()
+    # What each busy loop's shell was seen doing, by process id. The loops are judged by their
+    # state, not by how much CPU they got: that depends on how loaded the machine is.
+    seen: dict[int, list[str]] = {}
 
-    code, elapsed, left_running = run_to_the_end(one_second_script, tool_dir(tmp_path), output)
+    began = time.monotonic()
+    process = launch(one_second_script, tool_dir(tmp_path), output)
+    try:
+        while process.poll() is None and time.monotonic() - began < DEADLINE_SECONDS:
+            for pid, (command, state) in group_members(process.pid).items():
+                if command == "sh":
+                    seen.setdefault(pid, []).append(state)
+            time.sleep(0.01)
+        code = process.wait(timeout=max(0.1, DEADLINE_SECONDS - (time.monotonic() - began)))
+        elapsed = time.monotonic() - began
+        left_running = live_members(process.pid)
+    finally:
+        if live_members(process.pid):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
     assert code == 0, output.read_text()
     assert elapsed < DEADLINE_SECONDS
     assert left_running == []
     assert "stress-ng not found; one shell busy loop per core" in output.read_text()
     assert "finished at" in output.read_text()
-    # The busy loops really ran: at least half a core-second of CPU was spent.
-    assert children_cpu_seconds() - cpu_before > 0.5
+    # One loop per core, each busy (runnable) whenever it was looked at, and they did run.
+    assert len(seen) == cores, seen
+    busy = {pid: states.count("R") / len(states) for pid, states in seen.items()}
+    assert all(share >= BUSY_SHARE for share in busy.values()), seen
+    assert children_cpu_seconds() > cpu_before
 
 
 def test_with_stress_ng_the_script_runs_it_for_the_duration(one_second_script: Path, tmp_path: Path) -> None:

@@ -5,21 +5,20 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from scalelab_rehearsal import cli, rehearse
 from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.rehearse import Outcome, collect, merged_input, start_execution, wait_for
 from scalelab_rehearsal.world import DEFAULT_SPEED, World, scenario_named
 
-# What the IAM mutation test found, printed at the end of the run (test_iam.py).
-IAM_LINES: list[str] = []
+from tests.support.summary import SUMMARY
 
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    for line in IAM_LINES:
-        terminalreporter.write_line(line)
+# What the IAM mutation test found, printed at the end of the run (tests/support/summary.py).
+IAM_LINES = SUMMARY.iam
 
 
 # Every execution in these tests ends well within this (the longest scenario takes ~15 s).
@@ -87,6 +86,14 @@ class Rehearsal:
         )
         holder: str | None = item.get("Item", {}).get("run_id", {}).get("S")
         return holder
+
+
+@pytest.fixture(autouse=True)
+def _rehearsal_output_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reports and logs go to the test's own folder, not the checkout's .rehearsal/: tests that
+    run at once (pytest-xdist's workers, 3.13 beside 3.11) may use the same run id."""
+    monkeypatch.setattr(rehearse, "REPORTS_DIR", tmp_path / "reports")
+    monkeypatch.setattr(cli, "LOGS_DIR", tmp_path / "logs")
 
 
 def rehearsal_for(scenario: str) -> Iterator[Rehearsal]:

@@ -16,15 +16,15 @@ import boto3
 import pytest
 from scalelab_rehearsal.rehearse import history, merged_input
 
-from tests.workflow.conftest import Rehearsal
+from tests.workflow.conftest import EXECUTION_DEADLINE_SECONDS, Rehearsal
 
 FORGED_MESSAGE = "Capacity issue: fix it at http://forged.example/"
-WAIT_SECONDS = 30.0
 
 
 def _waiting_group(rehearsal: Rehearsal, arn: str) -> str:
-    """The group AwaitScaleOut waits for, once its task token wait has begun."""
-    deadline = time.monotonic() + WAIT_SECONDS
+    """The group AwaitScaleOut waits for, once its task token wait has begun. Given as long as a
+    whole execution: the first Lambda's cold start alone can take half a minute on a loaded machine."""
+    deadline = time.monotonic() + EXECUTION_DEADLINE_SECONDS
     while time.monotonic() < deadline:
         events = history(rehearsal.emulator, arn)
         if any(event["type"] == "TaskSubmitted" for event in events):
@@ -32,8 +32,12 @@ def _waiting_group(rehearsal: Rehearsal, arn: str) -> str:
             parameters = json.loads(scheduled["taskScheduledEventDetails"]["parameters"])
             group: str = parameters["Payload"]["auto_scaling_group_name"]
             return group
+        if any(
+            event["type"].startswith("Execution") and event["type"] != "ExecutionStarted" for event in events
+        ):
+            raise AssertionError(f"the execution ended before AwaitScaleOut waited: {events[-1]}")
         time.sleep(0.05)
-    raise TimeoutError(f"AwaitScaleOut did not begin its wait within {WAIT_SECONDS} s")
+    raise TimeoutError(f"AwaitScaleOut did not begin its wait within {EXECUTION_DEADLINE_SECONDS} s")
 
 
 def _forged_launch_failure(group: str) -> dict[str, Any]:

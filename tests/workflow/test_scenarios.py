@@ -85,14 +85,17 @@ def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> Non
     )
     console = finding(diagnosis, "Console output of i-")
     assert console[-2].endswith("Failed running /var/lib/cloud/instance/scripts/part-001 [1]")
-    # The notification publishes the verdict, diagnosis included.
+    # The notification carries the diagnosis under the reason.
     (published,) = [
         json.loads(event["taskScheduledEventDetails"]["parameters"])
         for event in outcome.history
         if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
     ]
-    for title, lines in diagnosis.items():
-        assert "\n".join([f"{title}:", *lines]) in published["Message"]
+    message = published["Message"].splitlines()
+    assert message[0].startswith("FAILED: scalelab run ")
+    for found in outcome.verdict["diagnosis"]:
+        at = message.index(f"{found['title']}:")
+        assert message[at + 1 : at + 1 + len(found["lines"])] == found["lines"]
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 

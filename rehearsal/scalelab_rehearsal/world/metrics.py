@@ -84,9 +84,8 @@ class Metrics:
             self._put(name, group, in_service)
 
     def _put(self, name: str, group: Any, in_service: list[str]) -> None:
-        # Naive UTC, as moto keeps a timestamp that came through PutMetricData: its
-        # GetMetricStatistics compares them with a naive StartTime (an aware one raised TypeError,
-        # a 500, and the diagnosis could not read the group's CPU).
+        # Naive UTC, as moto keeps the datapoints PutMetricData sends it: its GetMetricStatistics
+        # compares them with naive times (the diagnosis reads the CPU that way).
         moment = datetime.now(UTC).replace(tzinfo=None)
         dimensions = [{"Name": "AutoScalingGroupName", "Value": name}]
         backend = cloudwatch_backends[ACCOUNT][REGION]

@@ -53,16 +53,19 @@ TimestampText = Annotated[str, AfterValidator(_timestamp_text)]
 RunId = Annotated[str, Field(pattern=RUN_ID_PATTERN)]
 
 
+# Every model here is built (its validator and serializer) when it is first used, not when its
+# module is imported (``defer_build``): a function imports, through the steps and the store, many
+# models it never uses, and each built at import added to every cold start. docs/performance.md
 class InputModel(BaseModel):
     """Base of what a person or the state machine sends: strict, unknown fields rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, defer_build=True)
 
 
 class OutputModel(BaseModel):
     """Base of what a step returns for later states to read."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -17,7 +17,7 @@ from scalelab.contracts.targets import TargetSnapshot
 class StepError(OutputModel):
     """What a Catch put in ``$.error``."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True, defer_build=True)
 
     error: str = Field(alias="Error")
     cause: str | None = Field(default=None, alias="Cause")

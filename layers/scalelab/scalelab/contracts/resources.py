@@ -26,7 +26,7 @@ class Kind(StrEnum):
 class ResourceRef(BaseModel):
     """One resource: its kind and its id (or ARN, for the load balancer's kinds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     kind: Kind
     id: str

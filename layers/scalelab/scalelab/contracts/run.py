@@ -11,7 +11,7 @@ import re
 from copy import copy
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from scalelab.contracts.base import (
     LAB_NAME_PATTERN,
@@ -99,14 +99,20 @@ class LaunchTemplateRef(InputModel):
     version: str = Field(default="$Default", pattern=r"^(\$Latest|\$Default|[1-9][0-9]*)$")
 
 
+# MaxSizeCap's own MaxValue in template.yaml: no lab is bigger, however the state was reached.
+GROUP_SIZE_LIMIT = 100
+
+
 class LabShape(BaseModel):
     """What a lab is, as a person asks for it and as Prepare resolves it (same rules in both)."""
 
+    model_config = ConfigDict(defer_build=True)  # as every contract (contracts/base.py)
+
     name: LabName
     instance_type: str = Field(min_length=1)
-    min_size: int = Field(ge=0)
-    desired_capacity: int = Field(ge=1)
-    max_size: int = Field(ge=1)
+    min_size: int = Field(ge=0, le=GROUP_SIZE_LIMIT)
+    desired_capacity: int = Field(ge=1, le=GROUP_SIZE_LIMIT)
+    max_size: int = Field(ge=1, le=GROUP_SIZE_LIMIT)
     app_port: AppPort
     health_path: HealthPath
     cpu_target_percent: CpuPercent

@@ -76,7 +76,7 @@ EventText = Annotated[str, BeforeValidator(_as_data)]
 class ScalingActivity(BaseModel):
     """The fields of an Auto Scaling activity that scalelab reads and keeps in the run's event log."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     auto_scaling_group_name: str = Field(min_length=1)
     activity_id: str = Field(min_length=1)
@@ -102,7 +102,11 @@ class AutoScalingDetail(ScalingActivity):
     """
 
     model_config = ConfigDict(
-        extra="ignore", frozen=True, populate_by_name=True, alias_generator=_event_field_name
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=_event_field_name,
+        defer_build=True,
     )
 
     request_id: str | None = None
@@ -113,6 +117,8 @@ class AutoScalingDetail(ScalingActivity):
 
 class AutoScalingEvent(EventBridgeModel):
     """An EventBridge event from Auto Scaling with its detail typed."""
+
+    model_config = ConfigDict(defer_build=True)  # as every contract (contracts/base.py)
 
     # EventBridge's id is a UUID; the bound keeps the run log's sort key within DynamoDB's 1024 bytes.
     id: str = Field(min_length=1, max_length=128)

@@ -24,7 +24,7 @@ ELB_NAME_MAX = 32
 class ResourceNames(BaseModel):
     """Physical names of the run's resources, derived once in Prepare."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     alb_security_group: str
     instance_security_group: str

@@ -36,9 +36,12 @@ class ConfigurationError(RuntimeError):
 
 
 class EnvModel(BaseModel):
-    """Base of a function's settings: fields aliased to environment variable names."""
+    """Base of a function's settings: fields aliased to environment variable names.
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    Each is built when first read (``defer_build``): a function reads one or two of them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True, defer_build=True)
 
     @classmethod
     def from_env(cls) -> Self:

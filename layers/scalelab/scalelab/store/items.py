@@ -14,7 +14,7 @@ from scalelab.store.table import LOCK_SK
 class Item(BaseModel):
     """Base of a stored item: attributes it does not name are kept in the table, ignored here."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
 class RemovedResource(Item):
