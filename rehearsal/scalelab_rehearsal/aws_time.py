@@ -60,7 +60,7 @@ STEP_SECONDS = {
     "stress": 1.0,
     "stop_stress": 1.0,
     "judge": 1.5,
-    "notify": 0.5,
+    "notify": 2.0,  # PublishReport drawing and writing the page (1.5 s), then the SNS publish
     "check": 1.0,  # CheckTargets' first call, CheckScaleOut
     "await_scale_out": 1.0,  # the task's Lambda storing the token
     "on_scaling_event": 1.0,

@@ -916,8 +916,8 @@ def _report(args: argparse.Namespace, stack: Stack) -> int:
         html_uri = view.report_uri.removesuffix(".json") + ".html"
         if html is None:
             raise UsageError(
-                f"run {view.run_id} has no HTML report ({html_uri} does not exist: its Judge wrote only "
-                f"the JSON report); `{PROG} report {args.run}` prints that one's verdict"
+                f"run {view.run_id} has no HTML report ({html_uri} does not exist: PublishReport writes it "
+                f"after Teardown, and did not); `{PROG} report {args.run}` prints the JSON report's verdict"
             )
         path = args.html or Path(tempfile.gettempdir()) / f"scalelab-{view.run_id}.html"
         path.write_bytes(html)
@@ -1154,8 +1154,8 @@ def add_commands(
         "report",
         "print a run's report, or write its HTML report",
         "Fetch a run's report from the reports bucket: print its verdict, checks and timeline (--json: the "
-        "report as stored), or write the HTML report Judge stored next to it (--html FILE) and open it "
-        "in a browser (--open).",
+        "report as stored), or write the HTML report stored next to it after Teardown (--html FILE) and "
+        "open it in a browser (--open).",
         _report,
     )
     report.add_argument("run", metavar="RUN", help="a run id or an execution ARN")

@@ -42,7 +42,8 @@ PHASES: tuple[PhaseSpec, ...] = (
     _phase("scale_in", "Scale-in", "LoadStopped", "CheckScaleIn", "ScaledIn?", "WaitForScaleIn"),
     _phase("judge", "Judge", "Judge", "JudgeFailed"),
     _phase("teardown", "Teardown", "Teardown", "TeardownDone?", "WaitForRelease"),
-    _phase("notify", "Notify", "Notify"),
+    # The report page is written after Teardown and is what the notification links to.
+    _phase("notify", "Notify", "PageToWrite?", "PublishReport", "Notify"),
 )
 
 Status = Literal["pending", "running", "done", "failed", "skipped"]

@@ -216,7 +216,7 @@ def _notification(events: list[dict[str, Any]]) -> str | None:
 def _fetch_page(notification: str | None, run_id: str) -> tuple[Path | None, str | None]:
     """Open the report's link as the person who got the notification would, and keep the page.
 
-    The link is pre-signed with Judge's role: fetching it is decided on that role's permissions,
+    The link is pre-signed with PublishReport's role: fetching it is decided on that role's permissions,
     as a pre-signed URL is on AWS.
     """
     found = re.search(r"^Report \(a web page\): (\S+)$", notification or "", re.MULTILINE)

@@ -99,6 +99,16 @@ def test_the_sample_events_run_a_lab_and_remove_it(
     assert record.status == "passed"
     assert record.torn_down_at is not None
 
+    # The sample is the verdict Judge returns for its sample event.
+    assert event_for("PublishReportFunction")["verdict"]["report"] == verdict["report"]
+    publish = load_handler("PublishReportFunction")
+    published = invoke(publish, "PublishReportFunction", event_for("PublishReportFunction"), lambda_context)
+    assert published["notification"].startswith("PASSED: scalelab run sample-run-0001 (lab default)\n")
+    assert "\nReport (a web page): http" in published["notification"]
+    page = boto3.client("s3").get_object(Bucket=REPORTS_BUCKET, Key=verdict["page"]["key"])
+    # The ledger after Teardown: the group is listed with when it was removed.
+    assert resource_names(SAMPLE_RUN).auto_scaling_group in page["Body"].read().decode()
+
 
 @pytest.mark.parametrize(
     ("logical_id", "event", "message"),

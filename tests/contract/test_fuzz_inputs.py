@@ -578,10 +578,13 @@ def closed_port() -> Iterator[int]:
 def sample_run(
     run_table: Any, instance_profile: str, load_handler: Handlers, lambda_context: FakeLambdaContext
 ) -> None:
-    """The account the sample events describe: run sample-run-0001 prepared, a reports bucket."""
+    """The account the sample events describe: run sample-run-0001 prepared, a reports bucket with
+    the JSON report Judge writes for its sample event (PublishReport's sample names it)."""
     boto3.client("s3").create_bucket(Bucket=REPORTS_BUCKET)
     prepare = load_handler("PrepareRunFunction")
     invoke(prepare, "PrepareRunFunction", event_for("PrepareRunFunction"), lambda_context)
+    judge = load_handler("JudgeRunFunction")
+    invoke(judge, "JudgeRunFunction", event_for("JudgeRunFunction"), lambda_context)
 
 
 def live_sample(logical_id: str, closed_port: int) -> dict[str, Any]:

@@ -34,6 +34,7 @@ FUNCTIONS = {
     "StopStressFunction",
     "JudgeRunFunction",
     "TeardownLabFunction",
+    "PublishReportFunction",
     "JanitorFunction",
 }
 
@@ -254,7 +255,7 @@ def test_stop_stress_finds_the_command_already_ended(
 
 
 def test_judge_passes_the_sample_run_and_stores_its_report(
-    local_invoke: LocalInvoke, emulated_account: EmulatedAccount
+    local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
 ) -> None:
     invocation = local_invoke("JudgeRunFunction", sample("judge_run.json"))
 
@@ -271,6 +272,7 @@ def test_judge_passes_the_sample_run_and_stores_its_report(
         Bucket=verdict["report"]["bucket"], Key=verdict["report"]["key"]
     )
     assert json.loads(stored["Body"].read())["verdict"]["reason"] == verdict["reason"]
+    run["JudgeRunFunction"] = verdict
 
 
 def test_teardown_removes_everything_the_run_created(
@@ -289,6 +291,26 @@ def test_teardown_removes_everything_the_run_created(
         AutoScalingGroupNames=[SAMPLE_GROUP]
     )["AutoScalingGroups"]
     assert groups == []
+
+
+def test_publish_report_writes_the_page_after_teardown_and_links_it(
+    local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
+) -> None:
+    # The sample's shape, with the verdict Judge returned here (the emulated account's bucket).
+    event = sample("publish_report.json") | {"verdict": earlier(run, "JudgeRunFunction")}
+
+    invocation = local_invoke("PublishReportFunction", event)
+
+    published = invocation.result
+    assert invocation.error_type is None, invocation.log
+    assert published["notification"].startswith(f"PASSED: scalelab run {SAMPLE_RUN} (lab default)\n")
+    assert "\nReport (a web page): http" in published["notification"]
+    page = emulated_account.client("s3").get_object(
+        Bucket=published["page"]["bucket"], Key=published["page"]["key"]
+    )
+    body = page["Body"].read().decode()
+    assert SAMPLE_GROUP in body
+    assert "Everything was removed by " in body
 
 
 def test_the_janitor_finds_nothing_left_to_sweep(local_invoke: LocalInvoke) -> None:

@@ -64,6 +64,7 @@ LAMBDA_STATES: dict[str, LambdaState] = {
     "CheckScaleIn": LambdaState("CheckScaleInFunction", lambda _: True, SCENARIOS["scale-in"]),
     "Judge": LambdaState("JudgeRunFunction", lambda _: True),
     "Teardown": LambdaState("TeardownLabFunction", lambda _: True),
+    "PublishReport": LambdaState("PublishReportFunction", lambda _: True),
 }
 
 
@@ -263,16 +264,23 @@ def test_a_handler_raising_at_any_state_leaves_nothing(
     outcome = run_case(Case(f"raise-{state.lower()}", world, fault=_raising_at(state, emulator)))
 
     assert outcome["faults"] >= 1
-    # A stress that could not be cancelled ends by its own duration: the verdict stands.
-    assert outcome["status"] == ("SUCCEEDED" if state == "StopStress" else "FAILED")
+    # A stress that could not be cancelled ends by its own duration, and a page that could not be
+    # written is only the verdict's companion: the verdict stands.
+    assert outcome["status"] == ("SUCCEEDED" if state in {"StopStress", "PublishReport"} else "FAILED")
     assert_nothing_left(emulator, outcome)
+    published = [
+        json.loads(event["taskScheduledEventDetails"]["parameters"])["Message"]
+        for event in outcome["history"]
+        if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
+    ]
+    if state == "PublishReport":
+        # Notify still publishes Judge's plain notification: the verdict first, where the reports are.
+        assert len(published) == 1
+        assert published[0].startswith("PASSED: scalelab run ")
+        assert "\nJSON report: s3://" in published[0]
+        assert "Report (a web page)" not in published[0]
     if state == "Judge":
         # The verdict JudgeFailed writes still carries a notification, and Notify publishes it.
-        published = [
-            json.loads(event["taskScheduledEventDetails"]["parameters"])["Message"]
-            for event in outcome["history"]
-            if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
-        ]
         assert len(published) == 1
         assert published[0].startswith("FAILED: scalelab run ")
         assert "(the judge failed, so there is no report): " in published[0]
@@ -315,6 +323,7 @@ STATES_ENTERED: dict[str, dict[str, Any]] = {
     "WaitForScaleIn": {"scenario": "scale-in-never"},
     "JudgeFailed": {"fault": "Judge"},
     "TeardownDone?": {},
+    "PageToWrite?": {},
     "WaitForRelease": {"releasing": True},
     "Notify": {},
     "Outcome?": {},

@@ -75,8 +75,8 @@ def test_a_sweep_removes_what_an_ended_run_left_even_outside_its_ledger(
 ) -> None:
     stray = _stray_instance(config, RUN)
     # The ledger lost track of the load balancer and the group: the tags still lead to them.
-    run_table.forget_resource(RUN, "load_balancer")
-    run_table.forget_resource(RUN, "auto_scaling_group")
+    run_table.forget_resource(RUN, "load_balancer", lab.load_balancer_arn, 0)
+    run_table.forget_resource(RUN, "auto_scaling_group", lab.auto_scaling_group_name, 0)
 
     result = sweep(run_table, settings)
 

@@ -1,4 +1,5 @@
-"""The HTML report: written beside the JSON one, self-contained, escaped, with the group's metrics drawn."""
+"""The HTML report: written after Teardown beside the JSON one, self-contained, escaped, with the
+group's metrics drawn and each resource's removal time."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.run import RunConfig
 from scalelab.core.clock import utc_iso
 from scalelab.core.settings import ConfigurationError, ReportSettings
-from scalelab.steps.report_html import Evidence, gather, render_page
-from scalelab.store.items import LoggedEvent, RunRecord
+from scalelab.steps.report_html import Evidence, gather, publish_report, render_page
+from scalelab.steps.teardown import teardown_lab
+from scalelab.store.items import LoggedEvent, RemovedResource, RunRecord
 from scalelab.store.runs import RunTable
 from tests.unit.test_verdict import BUCKET, T0, at, full_run, judge
 
@@ -62,10 +64,20 @@ def put_group_metrics(group: str, seconds_and_values: list[tuple[float, float, f
         )
 
 
+def published(
+    state: dict[str, Any], run_table: RunTable, settings: ReportSettings, torn_down: bool = True
+) -> Verdict:
+    """Judge, Teardown (one pass, at T0 + 520), then PublishReport at T0 + 560, as the workflow runs them."""
+    verdict = judge(state, run_table, settings)
+    if torn_down:
+        teardown_lab(RUN, run_table, now=T0 + 520)
+    return publish_report(verdict, run_table, settings, now=T0 + 560)
+
+
 def test_the_page_lies_beside_the_json_report_and_loads_nothing_from_elsewhere(
     config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
 ) -> None:
-    verdict = judge(full_run(config, lab), run_table, settings)
+    verdict = published(full_run(config, lab), run_table, settings)
 
     assert verdict.page is not None
     assert verdict.page.key == verdict.report.key.removesuffix(".json") + ".html"
@@ -76,11 +88,40 @@ def test_the_page_lies_beside_the_json_report_and_loads_nothing_from_elsewhere(
     assert not re.search(r'(src|href)\s*=\s*"?(https?:)?//', page)
     assert "@import" not in page
     assert "Content-Security-Policy" in page
-    # The ledger: every resource Provision recorded, still there when Judge runs.
-    assert lab.auto_scaling_group_name in page
-    assert "Teardown removes it after Judge" in page
     # No diagnosis in the report: no section for it.
     assert 'id="diagnosis"' not in page
+
+
+def test_the_page_lists_each_resource_with_when_teardown_removed_it(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    page = page_of(published(full_run(config, lab), run_table, settings))
+
+    ledger = page.split('<table id="resources">', 1)[1].split("</table>", 1)[0]
+    rows = re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td><td>(.*?)</td></tr>", ledger)
+    assert len(rows) == 7
+    removed_at = datetime.fromtimestamp(T0 + 520, UTC).isoformat(timespec="seconds")
+    assert ("auto_scaling_group", lab.auto_scaling_group_name, removed_at) in rows
+    assert {removed for _, _, removed in rows} == {removed_at}
+    assert f"Everything was removed by {removed_at}." in page
+
+
+def test_a_resource_teardown_could_not_remove_is_listed_as_left(
+    config: RunConfig, lab: ProvisionResult
+) -> None:
+    run = JudgeEvent.model_validate(full_run(config, lab))
+    record = RunRecord(
+        run_id=RUN,
+        resources={"alb_security_group": "sg-left"},
+        removed={"listener": RemovedResource(id="arn:listener", removed_at=int(T0 + 520))},
+    )
+
+    page = render_page({}, verdict_for(run), run, Evidence(record=record))
+
+    ledger = page.split('<section id="resources">', 1)[1].split("</section>", 1)[0]
+    assert "<tr><td>listener</td><td>arn:listener</td><td>2027-01-15T08:08:40+00:00</td></tr>" in ledger
+    assert "<td>sg-left</td><td>not removed: still in the ledger" in ledger
+    assert "Everything was removed" not in ledger
 
 
 def test_the_notification_says_the_verdict_first_and_links_the_page_for_a_bounded_time(
@@ -89,7 +130,7 @@ def test_the_notification_says_the_verdict_first_and_links_the_page_for_a_bounde
     state = full_run(config, lab)
     state["new_healthy"] = None
     state["error"] = {"Error": "TargetsNotHealthy", "Cause": "new instance never healthy"}
-    verdict = judge(state, run_table, settings)
+    verdict = published(state, run_table, settings)
 
     lines = verdict.notification.splitlines()
     assert lines[0] == f"FAILED: scalelab run {RUN} (lab {config.lab.name})"
@@ -101,11 +142,28 @@ def test_the_notification_says_the_verdict_first_and_links_the_page_for_a_bounde
     assert query["X-Amz-Expires"] == "3600"
     assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256"
     assert "X-Amz-Signature" in query
-    assert f"works until {utc_iso(T0 + 500 + 3600)} at the latest" in verdict.notification
+    assert f"works until {utc_iso(T0 + 560 + 3600)} at the latest" in verdict.notification
     # The signed link is not kept in the JSON report.
     body = boto3.client("s3").get_object(Bucket=BUCKET, Key=verdict.report.key)["Body"].read().decode()
     assert "X-Amz-Signature" not in body
     assert '"page"' in body
+
+
+def test_judges_own_notification_is_plain_and_names_where_the_reports_are(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    # What Notify publishes when the page could not be written.
+    verdict = judge(full_run(config, lab), run_table, settings)
+
+    lines = verdict.notification.splitlines()
+    assert lines[0] == f"PASSED: scalelab run {RUN} (lab {config.lab.name})"
+    assert lines[2] == verdict.reason
+    assert "Report (a web page)" not in verdict.notification
+    assert lines[-1] == f"JSON report: s3://{BUCKET}/{verdict.report.key}"
+    assert verdict.page is not None
+    assert lines[-2] == f"HTML report: s3://{BUCKET}/{verdict.page.key}"
+    with pytest.raises(boto3.client("s3").exceptions.NoSuchKey):
+        boto3.client("s3").get_object(Bucket=BUCKET, Key=verdict.page.key)
 
 
 def test_the_link_lifetime_is_bounded_by_what_sigv4_allows(monkeypatch: pytest.MonkeyPatch) -> None:

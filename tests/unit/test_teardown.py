@@ -38,6 +38,25 @@ def test_teardown_removes_every_tagged_resource_and_releases_the_lab(
     assert run_table.lock_holder("default") is None
 
 
+def test_the_ledger_keeps_each_removed_resource_with_the_pass_that_removed_it(
+    lab: ProvisionResult, run_table: RunTable
+) -> None:
+    with aws_fault("ec2", "DeleteSecurityGroup", "DependencyViolation", times=2):
+        first = teardown_lab(RUN, run_table, now=1_000)
+    second = teardown_lab(RUN, run_table, now=1_030)
+
+    record = run_table.load_run(RUN)
+    assert record is not None
+    assert record.resources == {}
+    assert {kind: entry.removed_at for kind, entry in record.removed.items()} == {
+        **{ref.kind: 1_000 for ref in first.removed},
+        **{ref.kind: 1_030 for ref in second.removed},
+    }
+    assert record.removed[Kind.AUTO_SCALING_GROUP].id == lab.auto_scaling_group_name
+    assert record.removed[Kind.ALB_SECURITY_GROUP].id == lab.alb_security_group_id
+    assert record.torn_down_at == 1_030
+
+
 def test_the_order_follows_the_dependencies(lab: ProvisionResult, run_table: RunTable) -> None:
     result = teardown_lab(RUN, run_table)
 

@@ -85,7 +85,7 @@ def _run(emulator: Emulator, scenario: str, lab: str) -> None:
     with World(emulator, scenario_named(scenario), DEFAULT_SPEED) as world:
         arn = start_execution(emulator, merged_input({"lab": {"name": lab}}, scenario=world.run_input))
         # Collecting the outcome opens the notification's link to the HTML report, as its reader
-        # would: a pre-signed URL is used with Judge's permissions.
+        # would: a pre-signed URL is used with PublishReport's permissions.
         collect(emulator, arn, wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS), time.monotonic())
         settle(emulator)
 

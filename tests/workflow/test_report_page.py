@@ -72,17 +72,24 @@ def assert_the_page_is_in_the_bucket_and_behind_the_link(outcome: Outcome) -> st
     stored = boto3.client("s3").get_object(Bucket=page["bucket"], Key=page["key"])
     assert stored["ContentType"] == "text/html; charset=utf-8"
     body = stored["Body"].read()
-    # The notification's link, signed by Judge's role, opens this very page.
+    # The notification's link, signed by PublishReport's role, opens this very page.
     assert outcome.page_error is None
     assert outcome.page_path is not None
     assert outcome.page_path.read_bytes() == body
     assert any(
         call.api == "s3:GetObject"
-        and call.principal.role_logical_id == "JudgeRunFunctionRole"
+        and call.principal.role_logical_id == "PublishReportFunctionRole"
         and not call.denied
         for call in outcome.iam_calls
     )
-    return str(body.decode())
+    page = str(body.decode())
+    # Written after Teardown: every resource the run created, each with when it was removed.
+    ledger = page.split('<table id="resources">', 1)[1].split("</table>", 1)[0]
+    removals = re.findall(r"<tr><td>(\w+)</td><td>[^<]+</td><td>([^<]+)</td></tr>", ledger)
+    assert {kind for kind, _ in removals} >= {"auto_scaling_group", "load_balancer", "alb_security_group"}
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", removed) for _, removed in removals)
+    assert "Everything was removed by " in page
+    return page
 
 
 def assert_rendered(dom: str, shot: Image.Image, verdict: str) -> None:

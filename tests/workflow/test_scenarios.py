@@ -132,6 +132,54 @@ def assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis: dict[str, list[str]]
     assert "  scalelab stress: using stress-ng (every core at 100 % load)" in stress
 
 
+@pytest.mark.scenario("probe-fails")
+def test_a_probe_with_too_few_2xx_answers_fails_naming_the_codes_and_the_instances(
+    rehearsal: Rehearsal,
+) -> None:
+    outcome = rehearsal.run(name="wf-probe-fails")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith(
+        "failed at probe: too few 2xx answers: 10/20 answers were 2xx (50% < 90%)"
+    )
+    assert "; the others: 10 x 502" in outcome.cause
+    assert "; diagnosis: answers 200: 10, 502: 10; answered by 1 instance(s): i-" in outcome.cause
+    answers = diagnosis_of(outcome)["Probe answers (status codes, errors, instances)"]
+    assert answers[:3] == ["20 requests", "200: 10", "502: 10"]
+    assert answers[3].startswith("answered by 1 instance(s): i-")
+    # The probe failed: no stress was sent, so no scale-out was looked for.
+    assert [phase["name"] for phase in outcome.verdict["timeline"]] == ["provision", "wait_healthy"]
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("stress-never-runs")
+def test_a_stress_command_that_fails_on_the_instances_is_named_as_why_nothing_scaled(
+    rehearsal: Rehearsal,
+) -> None:
+    outcome = rehearsal.run(name="wf-stress-never-runs")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith(
+        "failed at scale_out: no scale-out within 8 s: group stayed at 2/4 instances"
+    )
+    assert (
+        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
+        "(target 50.0 %); the stress is not known to have run on 2/2 instances (i-"
+    ) in outcome.cause
+    assert outcome.cause.count(" Failed") == 2
+    stress = finding(diagnosis_of(outcome), "Stress command ")
+    assert [line for line in stress if not line.startswith("  ")] == [
+        line for line in stress if line.endswith(": Failed (exit code 126)")
+    ]
+    assert len([line for line in stress if line.endswith(": Failed (exit code 126)")]) == 2
+    assert sum("_script.sh: Permission denied" in line for line in stress) == 2
+    assert stress.count("  failed to run commands: exit status 126") == 2
+    assert LAUNCH_OK not in rehearsal.logged_event_types(outcome.run_id)
+    assert_nothing_left(rehearsal, outcome)
+
+
 @pytest.mark.scenario("launch-fails")
 def test_failed_launches_fail_the_run_at_the_deadline_with_aws_status_message(rehearsal: Rehearsal) -> None:
     # Auto Scaling retries a failed launch (in another zone, say): one failure does not end the wait.

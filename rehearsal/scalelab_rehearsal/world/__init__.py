@@ -97,7 +97,7 @@ class World:
         self.stress = Stress(self.clock, scenario)
         self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
         self.metrics = Metrics(self.clock, self.stress)
-        self.front_door = FrontDoor(self.clock, self.health)
+        self.front_door = FrontDoor(self.clock, self.health, scenario)
         self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
         self.account = Account(emulator, scenario)
         self._undo: list[Callable[[], None]] = []

@@ -3,7 +3,10 @@
 The load balancer's DNS name resolves, inside this process, to a local HTTP
 server that sends each request to the next healthy target, answering as the
 built-in app does (its instance id and availability zone), or 503 when no
-target is healthy.
+target is healthy. In "probe-fails", one instance's app keeps crashing and
+coming back: the load balancer answers 502 Bad Gateway for each request it sends
+there (ELB's answer when a target resets the connection), while the app is up
+again for each health check, so the target stays healthy.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ from moto.elbv2.models import elbv2_backends
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, SERVER_POLL_SECONDS
 from scalelab_rehearsal.world.clock import Clock, now_iso
 from scalelab_rehearsal.world.health import Health
+from scalelab_rehearsal.world.scenarios import Scenario
 
 
 class FrontDoor:
     """Every load balancer's answers, from one local server that their DNS names resolve to."""
 
-    def __init__(self, clock: Clock, health: Health) -> None:
+    def __init__(self, clock: Clock, health: Health, scenario: Scenario) -> None:
         self.clock = clock
         self.health = health
+        self.scenario = scenario
         self._server: ThreadingHTTPServer | None = None
         self._round_robin = 0
         self._lock = threading.Lock()
@@ -100,6 +105,8 @@ class FrontDoor:
         with self._lock:
             chosen = healthy[self._round_robin % len(healthy)]
             self._round_robin += 1
+        if self.scenario.app_crashing and chosen == min(healthy):
+            return 502, {"error": "502 Bad Gateway"}
         instance = ec2_backends[ACCOUNT][REGION].get_instance(chosen)
         return 200, {
             "instance_id": chosen,

@@ -34,6 +34,17 @@ VCPU_LIMIT_ERROR = (
     "Launching EC2 instance failed."
 )
 
+# What the SSM agent reports when it cannot run the command's script: the script it writes under
+# /var/lib/amazon/ssm is not executable (a noexec mount), so the shell exits 126 and the agent adds
+# its own line (Systems Manager User Guide, "Understanding command statuses": Failed, a
+# non-zero result code).
+STRESS_SCRIPT_DENIED = (
+    "/bin/sh: /var/lib/amazon/ssm/{instance_id}/document/orchestration/{command_id}/awsrunShellScript/"
+    "0.awsrunShellScript/_script.sh: Permission denied\n"
+    "failed to run commands: exit status 126\n"
+)
+STRESS_SCRIPT_DENIED_EXIT = 126
+
 # The emulated account a scenario's run needs (account.py), and what its run input names.
 ACCOUNT_PRIVATE_SUBNETS = "private-subnets"  # two subnets, no public IPv4, no NAT
 ACCOUNT_TWO_SUBNETS_IN_A_ZONE = "two-subnets-in-a-zone"  # the default VPC's, and a second one in us-east-1a
@@ -46,6 +57,8 @@ class Scenario:
     description: str
     targets_become_healthy: bool = True  # health.py
     stress_raises_cpu: bool = True  # stress.py
+    stress_fails: bool = False  # stress.py: every invocation of the stress command ends Failed
+    app_crashing: bool = False  # front_door.py: one instance's app answers the load balancer 502
     launch_error: str = ""  # scaling.py: the status message of the scale-out's failed launch
     after_failure: str = AFTER_FAILURE_NOTHING  # scaling.py
     launch_delay: float = 0.0  # scaling.py
@@ -66,6 +79,18 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("never-healthy", "the app never answers health checks", targets_become_healthy=False),
         Scenario(
             "no-scale-out", "stress does not raise CPU, so the group never scales", stress_raises_cpu=False
+        ),
+        Scenario(
+            "probe-fails",
+            "one instance's app keeps crashing and restarting: the load balancer answers 502 for "
+            "the requests it sends there, while its health checks still pass",
+            app_crashing=True,
+        ),
+        Scenario(
+            "stress-never-runs",
+            "the SSM command fails on every instance (its script may not run: exit status 126), so "
+            "the CPU stays idle and the group never scales",
+            stress_fails=True,
         ),
         Scenario(
             "launch-fails",

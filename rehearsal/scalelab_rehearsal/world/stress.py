@@ -18,7 +18,7 @@ from moto.ssm.models import ssm_backends
 from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION
 from scalelab_rehearsal.world.clock import Clock
-from scalelab_rehearsal.world.scenarios import Scenario
+from scalelab_rehearsal.world.scenarios import STRESS_SCRIPT_DENIED, STRESS_SCRIPT_DENIED_EXIT, Scenario
 
 IDLE_CPU = 3.0
 STRESSED_CPU = 100.0
@@ -64,6 +64,17 @@ class Stress:
         script = "\n".join(command.parameters.get("commands", []))
         match = re.search(r'^DURATION="(\d+)"', script, re.MULTILINE)
         if command.document_name != "AWS-RunShellScript" or match is None:
+            return
+        if self.scenario.stress_fails:
+            # The agent could not run the script: no burn, and AWS's terminal status at once.
+            command.status = command.status_details = "Failed"
+            for invocation in command.invocations:
+                invocation["Status"] = invocation["StatusDetails"] = "Failed"
+                invocation["ResponseCode"] = STRESS_SCRIPT_DENIED_EXIT
+                invocation["StandardOutputContent"] = ""
+                invocation["StandardErrorContent"] = STRESS_SCRIPT_DENIED.format(
+                    instance_id=invocation["InstanceId"], command_id=command.command_id
+                )
             return
         # The burn runs for its whole duration: the command is in progress, not done at once.
         command.status = command.status_details = "InProgress"

@@ -120,3 +120,9 @@ class Verdict(OutputModel):
     notification: str = ""
     # Empty when the run passed (contracts.diagnosis; steps.diagnosis reads it).
     diagnosis: list[Finding] = Field(default_factory=list)
+
+
+class PublishEvent(OutputModel):
+    """PublishReport's event: Judge's verdict, which names the JSON report and the page's place."""
+
+    verdict: Verdict

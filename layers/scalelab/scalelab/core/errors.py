@@ -74,3 +74,7 @@ class NoScaleOut(ScalelabError):
 class NoScaleIn(ScalelabError):
     """By the scale-in deadline, neither an event nor the group's scaling activities showed the
     group shrinking back to its capacity from before the scale-out."""
+
+
+class ReportNotFound(ScalelabError):
+    """The JSON report the verdict names is not in the reports bucket, so there is no page to draw."""

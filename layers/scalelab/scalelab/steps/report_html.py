@@ -1,6 +1,8 @@
 """The report a person opens: one self-contained HTML page, the run's timeline drawn as inline SVG.
 
-Judge writes it next to the JSON report. Everything on it is data, never markup: run ids,
+PublishReport writes it next to Judge's JSON report once Teardown is over, so it lists when
+each resource went, and hands Notify the notification with a link to it. Everything on it is
+data, never markup: run ids,
 reasons, AWS's status messages and diagnosis lines come from users and from AWS, so every
 string is escaped. The page fetches nothing (no script, stylesheet or font from elsewhere) and
 says so in a Content Security Policy, so it reads the same from S3, a mail link or a disk.
@@ -13,6 +15,8 @@ megabytes that every cold start of every function pays, for two line charts.
 from __future__ import annotations
 
 import html
+import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -23,10 +27,13 @@ import pygal
 from botocore.exceptions import ClientError
 from pygal.style import Style
 
-from scalelab.contracts.judge import JudgeEvent, Verdict
+from scalelab.contracts.judge import JudgeEvent, ReportLocation, Verdict
 from scalelab.core.aws import client, error_code, is_transient, url_signer
 from scalelab.core.clock import as_utc
+from scalelab.core.errors import InvalidInput, ReportNotFound
 from scalelab.core.observability import logger
+from scalelab.core.settings import ReportSettings
+from scalelab.steps.verdict import notification
 from scalelab.store.items import LoggedEvent, RunRecord
 from scalelab.store.runs import RunTable
 from scalelab.store.table import EVENT_SK_PREFIX, run_partition
@@ -89,12 +96,12 @@ def group_metrics(group_name: str, start: datetime, end: datetime) -> tuple[Poin
     return sorted(found["in_service"]), sorted(found["cpu"])
 
 
-def gather(run: JudgeEvent, table: RunTable, judged_at: datetime) -> Evidence:
-    """The group's metrics, the run's Auto Scaling event log and its ledger.
+def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
+    """The group's metrics up to ``until``, the run's Auto Scaling event log and its ledger.
 
     The page is the verdict's companion, not its condition: a source that cannot be read
     (a permission missing, a group never created) is said on the page, and the verdict
-    still goes out. Transient failures are raised, so the state machine retries Judge.
+    still goes out. Transient failures are raised, so the state machine retries the step.
     """
     started = as_utc(datetime.fromisoformat(run.config.started_at))
     in_service: Points = []
@@ -105,7 +112,7 @@ def gather(run: JudgeEvent, table: RunTable, judged_at: datetime) -> Evidence:
     else:
         # CloudWatch's periods start on the minute; the run's first minute is whole.
         start = started.replace(second=0, microsecond=0)
-        end = max(judged_at, start + timedelta(seconds=METRIC_PERIOD_SECONDS))
+        end = max(until, start + timedelta(seconds=METRIC_PERIOD_SECONDS))
         try:
             in_service, cpu = group_metrics(run.provision.auto_scaling_group_name, start, end)
         except ClientError as exc:
@@ -335,22 +342,35 @@ def _diagnosis(report: dict[str, Any]) -> str:
     return '<section id="diagnosis"><h2>Diagnosis</h2>' + "".join(parts) + "</section>" if parts else ""
 
 
+def _at(moment: int) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
 def _resources(evidence: Evidence) -> str:
+    """The run's ledger after Teardown: what was removed and when, what is still there."""
     record = evidence.record
     if record is None:
         return '<p class="note">The run has no record, so its ledger is unknown.</p>'
-    if record.torn_down_at is not None:
-        removed = f"removed by {datetime.fromtimestamp(record.torn_down_at, UTC).isoformat()}"
-    else:
-        removed = "not yet: Teardown removes it after Judge (scalelab status RUN shows when)"
-    rows = [(kind, physical_id, removed) for kind, physical_id in sorted(record.resources.items())]
+    rows = [
+        (kind, entry.id, _at(entry.removed_at))
+        for kind, entry in sorted(record.removed.items(), key=lambda item: (item[1].removed_at, item[0]))
+    ]
+    rows += [
+        (kind, physical_id, "not removed: still in the ledger (the janitor's sweep removes it)")
+        for kind, physical_id in sorted(record.resources.items())
+    ]
     rows += [
         (kind, physical_id, "refused: not tagged for this run, never deleted by scalelab")
         for kind, physical_id in sorted(record.refused.items())
     ]
     if not rows:
-        return '<p class="note">The ledger is empty: the run created nothing, or all of it is removed.</p>'
-    return _table(("kind", "id or ARN", "removed"), rows, "resources")
+        return '<p class="note">The ledger is empty: the run created nothing.</p>'
+    done = (
+        f"<p>Everything was removed by {_at(record.torn_down_at)}.</p>"
+        if record.torn_down_at is not None
+        else ""
+    )
+    return done + _table(("kind", "id or ARN", "removed at"), rows, "resources")
 
 
 def render_page(report: dict[str, Any], verdict: Verdict, run: JudgeEvent, evidence: Evidence) -> str:
@@ -424,51 +444,58 @@ def render_page(report: dict[str, Any], verdict: Verdict, run: JudgeEvent, evide
 # ---- publishing ------------------------------------------------------------------------------
 
 
-def notification(verdict: Verdict, lab: str, link: str, expires_at: datetime) -> str:
-    """What Notify publishes: the verdict on the first line, then the reason, the diagnosis
-    (bounded by steps.diagnosis) and the page's link."""
-    status = "PASSED" if verdict.passed else "FAILED"
-    page = verdict.page or verdict.report
-    diagnosis = [line for finding in verdict.diagnosis for line in ["", f"{finding.title}:", *finding.lines]]
-    return "\n".join(
-        [
-            f"{status}: scalelab run {verdict.run_id} (lab {lab})",
-            "",
-            verdict.reason,
-            *diagnosis,
-            "",
-            f"Report (a web page): {link}",
-            f"The link works until {expires_at.isoformat(timespec='seconds')} at the latest, and stops "
-            "sooner if the judge's temporary credentials expire first; afterwards "
-            f"`scalelab report {verdict.run_id} --html FILE` fetches the page.",
-            f"HTML report: s3://{page.bucket}/{page.key}",
-            f"JSON report: s3://{verdict.report.bucket}/{verdict.report.key}",
-        ]
-    )
+def publish_report(
+    verdict: Verdict, table: RunTable, settings: ReportSettings, now: float | None = None
+) -> Verdict:
+    """Write the page beside the JSON report Judge wrote; the verdict with its notification,
+    now linking the page.
 
-
-def publish_page(
-    report: dict[str, Any], verdict: Verdict, run: JudgeEvent, table: RunTable, link_seconds: int
-) -> str:
-    """Write the page beside the JSON report; the notification, with a signed link to the page.
-
-    A pre-signed URL acts with its signer's permissions, so Judge's role may read the reports
-    it writes (s3:GetObject on the reports prefix) for the link to work.
+    It runs after Teardown, so the ledger says when each resource went. A pre-signed URL acts
+    with its signer's permissions, so this step's role may read the reports (s3:GetObject on the
+    reports prefix) for the link to work.
     """
-    if verdict.page is None:
-        raise ValueError("the verdict names no place for its page")
-    judged_at = as_utc(datetime.fromisoformat(verdict.judged_at))
-    page = render_page(report, verdict, run, gather(run, table, judged_at))
+    report_at = verdict.report
+    page_at = ReportLocation(bucket=report_at.bucket, key=report_at.key.removesuffix(".json") + ".html")
+    if verdict.page != page_at:
+        found = f"s3://{verdict.page.bucket}/{verdict.page.key}" if verdict.page else "nothing"
+        raise InvalidInput(
+            "invalid PublishReport event: verdict.page.bucket and verdict.page.key must name the page "
+            "beside verdict.report.bucket and verdict.report.key (the .json key with .html), as Judge "
+            f"wrote them: got {found} for s3://{report_at.bucket}/{report_at.key}"
+        )
+    now = time.time() if now is None else now
+    logger.append_keys(run_id=verdict.run_id)
     s3 = client("s3")
+    try:
+        stored = s3.get_object(Bucket=report_at.bucket, Key=report_at.key)["Body"].read()
+    except ClientError as exc:
+        if error_code(exc) not in {"NoSuchKey", "NoSuchBucket"}:
+            raise
+        raise ReportNotFound(
+            f"s3://{report_at.bucket}/{report_at.key} does not exist ({error_code(exc)}): the "
+            "page is drawn from the JSON report Judge writes; pass the verdict Judge returned"
+        ) from None
+    report = json.loads(stored)
+    run = JudgeEvent.model_validate(report["run"])
+    if run.config.run_id != verdict.run_id:
+        raise InvalidInput(
+            f"invalid PublishReport event: verdict.run_id {verdict.run_id!r} is not the run of the "
+            f"report s3://{report_at.bucket}/{report_at.key} ({run.config.run_id!r})"
+        )
+    # The page and the message say what Judge stored, whatever else the event carries.
+    judged = Verdict.model_validate(report["verdict"])
+    moment = datetime.fromtimestamp(now, UTC)
+    page = render_page(report, judged, run, gather(run, table, moment))
     s3.put_object(
-        Bucket=verdict.page.bucket,
-        Key=verdict.page.key,
-        Body=page.encode(),
-        ContentType="text/html; charset=utf-8",
+        Bucket=page_at.bucket, Key=page_at.key, Body=page.encode(), ContentType="text/html; charset=utf-8"
     )
     link = url_signer("s3").generate_presigned_url(
         "get_object",
-        Params={"Bucket": verdict.page.bucket, "Key": verdict.page.key},
-        ExpiresIn=link_seconds,
+        Params={"Bucket": page_at.bucket, "Key": page_at.key},
+        ExpiresIn=settings.report_link_expiry_seconds,
     )
-    return notification(verdict, run.config.lab.name, link, judged_at + timedelta(seconds=link_seconds))
+    expires_at = moment.replace(microsecond=0) + timedelta(seconds=settings.report_link_expiry_seconds)
+    logger.info("report page written", extra={"page": f"s3://{page_at.bucket}/{page_at.key}"})
+    return judged.model_copy(
+        update={"notification": notification(judged, run.config.lab.name, link, expires_at)}
+    )

@@ -32,7 +32,7 @@ def teardown_lab(run_id: str, table: RunTable, now: float | None = None) -> Tear
     for ref in in_teardown_order(listed):
         outcome = delete_owned(ref, run_id)
         if outcome is Deletion.REMOVED:
-            table.forget_resource(run_id, ref.kind)
+            table.forget_resource(run_id, ref.kind, ref.id, now)
             removed.append(ref)
         elif outcome is Deletion.REFUSED:
             logger.warning("refused: not tagged for this run", extra={"kind": ref.kind, "id": ref.id})

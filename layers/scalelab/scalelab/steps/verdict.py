@@ -1,9 +1,11 @@
 """Judge: the run's verdict from its expectations, with a reason a person can act on.
 
 Judge reads whatever the workflow reached: a run that failed at any state
-still gets a verdict that says where and why. The report goes to S3, the
+still gets a verdict that says where and why. The JSON report goes to S3, the
 verdict to the run record, and the timings to CloudWatch through Powertools
-Metrics.
+Metrics. The HTML page is written after Teardown (``steps.report_html``), so it
+can say when each resource went; until then the verdict carries a plain
+notification, which Notify publishes if the page cannot be written.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -22,7 +25,6 @@ from scalelab.core.clock import seconds_between, utc_iso, whole_seconds
 from scalelab.core.observability import logger, metrics
 from scalelab.core.settings import ReportSettings
 from scalelab.steps.diagnosis import diagnose
-from scalelab.steps.report_html import publish_page
 from scalelab.store.runs import RunTable
 
 
@@ -208,6 +210,38 @@ def timeline(run: JudgeEvent) -> list[Phase]:
     return phases
 
 
+def notification(
+    verdict: Verdict, lab: str, link: str | None = None, expires_at: datetime | None = None
+) -> str:
+    """What Notify publishes: the verdict on the first line, then the reason, the diagnosis
+    (bounded by steps.diagnosis), the page's link when there is one, and where the reports are."""
+    status = "PASSED" if verdict.passed else "FAILED"
+    page = verdict.page or verdict.report
+    diagnosis = [line for finding in verdict.diagnosis for line in ["", f"{finding.title}:", *finding.lines]]
+    linked = (
+        [
+            f"Report (a web page): {link}",
+            f"The link works until {expires_at.isoformat(timespec='seconds')} at the latest, and stops "
+            "sooner if the signer's temporary credentials expire first; afterwards "
+            f"`scalelab report {verdict.run_id} --html FILE` fetches the page.",
+        ]
+        if link is not None and expires_at is not None
+        else []
+    )
+    return "\n".join(
+        [
+            f"{status}: scalelab run {verdict.run_id} (lab {lab})",
+            "",
+            verdict.reason,
+            *diagnosis,
+            "",
+            *linked,
+            f"HTML report: s3://{page.bucket}/{page.key}",
+            f"JSON report: s3://{verdict.report.bucket}/{verdict.report.key}",
+        ]
+    )
+
+
 METRIC_OF_PHASE = {
     "wait_healthy": "TimeToHealthySeconds",
     "stress_to_scale_out": "StressToScaleOutSeconds",
@@ -264,11 +298,7 @@ def judge_run(
         Body=json.dumps(report, indent=2, sort_keys=True).encode(),
         ContentType="application/json",
     )
-    verdict = verdict.model_copy(
-        update={
-            "notification": publish_page(report, verdict, run, table, settings.report_link_expiry_seconds)
-        }
-    )
+    verdict = verdict.model_copy(update={"notification": notification(verdict, config.lab.name)})
     table.record_verdict(
         config.run_id, passed, reason, f"s3://{verdict.report.bucket}/{verdict.report.key}", now
     )

@@ -17,12 +17,20 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
 
+class RemovedResource(Item):
+    """A ledger entry teardown deleted: its id or ARN, and when AWS confirmed it gone."""
+
+    id: str
+    removed_at: int
+
+
 class RunRecord(Item):
     """``RUN#<run id>`` / ``RUN``: what happened to a run, and its resource ledger.
 
     ``resources`` maps a kind to the id or ARN of what the run created: an entry
-    is written as soon as the resource exists and removed once teardown has
-    deleted it. ``refused`` holds entries whose resource was not tagged for the run.
+    is written as soon as the resource exists and moved to ``removed`` (with the
+    moment) once teardown has deleted it. ``refused`` holds entries whose resource
+    was not tagged for the run.
     """
 
     run_id: str
@@ -30,6 +38,7 @@ class RunRecord(Item):
     lab_name: str | None = None
     resources: dict[Kind, str] = Field(default_factory=dict)
     refused: dict[Kind, str] = Field(default_factory=dict)
+    removed: dict[Kind, RemovedResource] = Field(default_factory=dict)
     reason: str | None = None
     torn_down_at: int | None = None
     started_at: int | None = None

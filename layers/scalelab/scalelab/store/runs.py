@@ -171,8 +171,21 @@ class RunTable:
         if not written.done:
             raise RuntimeError(f"run {run_id} has no record, so its {kind} {physical_id} cannot be recorded")
 
-    def forget_resource(self, run_id: str, kind: Kind) -> None:
-        self.table.update(run_key(run_id), "REMOVE resources.#kind", names={"#kind": str(kind)})
+    def forget_resource(self, run_id: str, kind: Kind, physical_id: str, now: float) -> None:
+        """Move a deleted resource's entry from the ledger to ``removed``, with when it went.
+
+        Two writes: one expression may not create the ``removed`` map and set a key in it
+        (overlapping paths), and records written before the map existed lack it.
+        """
+        self.table.update(
+            run_key(run_id), "SET removed = if_not_exists(removed, :empty)", values={":empty": {}}
+        )
+        self.table.update(
+            run_key(run_id),
+            "SET removed.#kind = :entry REMOVE resources.#kind",
+            names={"#kind": str(kind)},
+            values={":entry": {"id": physical_id, "removed_at": int(now)}},
+        )
 
     def refuse_resource(self, run_id: str, kind: Kind, physical_id: str) -> None:
         """Move a ledger entry whose resource is not tagged for the run out of teardown's way."""
