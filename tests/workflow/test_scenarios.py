@@ -169,6 +169,12 @@ def test_a_launch_refused_in_one_zone_is_retried_in_another_and_the_run_passes(r
     ]
     assert failed == [UNSUPPORTED_ERROR]
     assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    # The verdict names the zone that refused, AWS's reason, and the zone that launched.
+    launched = outcome.verdict["reason"].split("; ")[2]
+    assert launched.startswith("i-")
+    assert " launched in us-east-1" in launched
+    assert f", after 1 unsuccessful launch in us-east-1a: {UNSUPPORTED_ERROR!r}" in outcome.verdict["reason"]
+    assert " launched in us-east-1a " not in outcome.verdict["reason"]
     # Prepare left out the default VPC's us-east-1e subnet (us-east-1e offers no t3.micro),
     # and the report says so.
     assert outcome.report_path is not None
@@ -205,6 +211,10 @@ def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(rehear
         "(seen in the group's scaling activities: no Auto Scaling event reported it)"
         in outcome.verdict["reason"]
     )
+    assert outcome.report_path is not None
+    report = json.loads(outcome.report_path.read_text())
+    assert report["run"]["scale_out"]["seen_in"] == "scaling_activities"
+    assert "seen in the group's scaling activities" in report["verdict"]["reason"]
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,10 @@ MAX_GROUP_SIZE = 100
 # without control characters, so a forged or broken event cannot flood or garble a verdict.
 EVENT_TEXT_MAX = 1000
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# The unsuccessful launches a scale-out's verdict quotes; the report's activities have them all.
+MAX_QUOTED_LAUNCHES = 3
+# An availability zone's name is short ("us-east-1a", "use1-az1"): a longer one is cut to this.
+ZONE_MAX = 64
 
 
 class ScaleOutBaseline(InputModel):
@@ -73,6 +78,18 @@ def _as_data(value: Any) -> Any:
 EventText = Annotated[str, BeforeValidator(_as_data)]
 
 
+def _details_as_object(value: Any) -> Any:
+    """An event's ``Details`` is an object; an activity's (DescribeScalingActivities) is the same
+    object as JSON text. Either becomes a dict; text that is not a JSON object becomes empty."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 class ScalingActivity(BaseModel):
     """The fields of an Auto Scaling activity that scalelab reads and keeps in the run's event log."""
 
@@ -106,9 +123,15 @@ class AutoScalingDetail(ScalingActivity):
     )
 
     request_id: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: Annotated[dict[str, Any], BeforeValidator(_details_as_object)] = Field(default_factory=dict)
     origin: str | None = None
     destination: str | None = None
+
+    @property
+    def availability_zone(self) -> str:
+        """The zone the launch was in (``Details``), or "" when the activity does not say."""
+        zone = self.details.get("Availability Zone")
+        return _as_data(zone)[:ZONE_MAX] if isinstance(zone, str) else ""
 
 
 class AutoScalingEvent(EventBridgeModel):
@@ -129,6 +152,13 @@ class AwaitScaleOutResult(OutputModel):
     outcome: WaitOutcome | None = None
 
 
+class UnsuccessfulLaunch(OutputModel):
+    """A launch Auto Scaling tried once the stress had started, and failed: where, and AWS's reason."""
+
+    availability_zone: str = ""
+    status_message: str = ""
+
+
 class ScaleOut(OutputModel):
     """The scale-out the run waited for (the state machine's ``$.scale_out``), and where it was seen:
     in an Auto Scaling event, or in the group's scaling activities when no event reported it."""
@@ -138,6 +168,11 @@ class ScaleOut(OutputModel):
     activity_id: str
     seen_in: Literal["event", "scaling_activities"]
     event_id: str | None = None
+    availability_zone: str = ""
+    # The launches that failed before this one succeeded (another zone's, say): how many, and the
+    # first few, each zone and reason once, for the verdict to quote.
+    unsuccessful_launches: int = 0
+    unsuccessful: list[UnsuccessfulLaunch] = Field(default_factory=list, max_length=MAX_QUOTED_LAUNCHES)
 
 
 class IgnoredScalingEvent(OutputModel):
