@@ -276,6 +276,13 @@ def test_a_replacement_launched_under_stress_is_no_scale_out(rehearsal: Rehearsa
     assert outcome.status == "FAILED"
     assert outcome.cause is not None
     assert outcome.cause.startswith("failed at scale_out: no scale-out within 8 s")
+    # The reason names the launch that happened and why it was no scale-out (AWS's Cause).
+    assert (
+        "; diagnosis: 1 launch under the stress did not grow the group, no scale-out: 'At " in outcome.cause
+    )
+    assert "an instance was started in response to an unhealthy instance needing to be replaced." in (
+        outcome.cause
+    )
     assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e

@@ -84,7 +84,9 @@ class Metrics:
             self._put(name, group, in_service)
 
     def _put(self, name: str, group: Any, in_service: list[str]) -> None:
-        moment = datetime.now(UTC)
+        # Naive UTC, as moto stamps a datapoint put through the API: GetMetricStatistics compares
+        # them with naive times and fails on an aware one.
+        moment = datetime.now(UTC).replace(tzinfo=None)
         dimensions = [{"Name": "AutoScalingGroupName", "Value": name}]
         backend = cloudwatch_backends[ACCOUNT][REGION]
         if "GroupInServiceInstances" in group.metrics:  # only once metrics collection is on

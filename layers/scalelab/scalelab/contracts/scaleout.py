@@ -26,6 +26,10 @@ MAX_GROUP_SIZE = 100
 # without control characters, so a forged or broken event cannot flood or garble a verdict.
 EVENT_TEXT_MAX = 1000
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# How Auto Scaling words a change of desired capacity in an activity's Cause, whatever asked for
+# it (a policy's alarm, a person, a schedule). A replacement of an unhealthy instance says
+# "in response to an unhealthy instance needing to be replaced" instead.
+DESIRED_CHANGE = re.compile(r"changing the desired capacity from (\d+) to (\d+)")
 # The unsuccessful launches a scale-out's verdict quotes; the report's activities have them all.
 MAX_QUOTED_LAUNCHES = 3
 # An availability zone's name is short ("us-east-1a", "use1-az1"): a longer one is cut to this.
@@ -65,6 +69,12 @@ class CheckScaleOutEvent(ScaleOutBaseline):
     """What the state machine hands CheckScaleOut when the wait for an event ran out."""
 
     waited_seconds: int = Field(ge=1, le=86_400)
+
+
+def grew_beyond(cause: str, desired_capacity: int) -> bool:
+    """Whether an activity's Cause says the desired capacity grew, to above ``desired_capacity``."""
+    change = DESIRED_CHANGE.search(cause)
+    return change is not None and int(change[1]) < int(change[2]) and int(change[2]) > desired_capacity
 
 
 def _as_data(value: Any) -> Any:

@@ -50,6 +50,7 @@ from scalelab.contracts.scaleout import (
     ScalingEventResult,
     UnsuccessfulLaunch,
     WaitOutcome,
+    grew_beyond,
 )
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
@@ -69,10 +70,6 @@ LAUNCHES = frozenset({LAUNCH_SUCCESSFUL, LAUNCH_UNSUCCESSFUL})
 # Step Functions' answers meaning "nobody waits for this token any more":
 # the task timed out, the execution ended, or the token is not (or no longer) valid.
 STOPPED_WAITING_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-# How Auto Scaling words a change of desired capacity in an activity's Cause, whatever asked for
-# it (a policy's alarm, a person, a schedule). A replacement of an unhealthy instance says
-# "in response to an unhealthy instance needing to be replaced" instead.
-DESIRED_CHANGE = re.compile(r"changing the desired capacity from (\d+) to (\d+)")
 # A launch activity's Description, as DescribeScalingActivities gives it.
 LAUNCHING = "Launching a new EC2 instance"
 INSTANCE_LAUNCHED = re.compile(r"Launching a new EC2 instance: (i-[0-9a-f]+)")
@@ -111,12 +108,6 @@ def logged_event(event: AutoScalingEvent) -> LoggedEvent:
         availability_zone=event.detail.availability_zone,
         **activity,
     )
-
-
-def grew_beyond(cause: str, desired_capacity: int) -> bool:
-    """Whether the activity's Cause says the desired capacity grew, to above ``desired_capacity``."""
-    change = DESIRED_CHANGE.search(cause)
-    return change is not None and int(change[1]) < int(change[2]) and int(change[2]) > desired_capacity
 
 
 def is_scale_out(
