@@ -91,7 +91,11 @@ def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> Non
         for event in outcome.history
         if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
     ]
-    assert json.loads(published["Message"])["diagnosis"] == outcome.verdict["diagnosis"]
+    message = published["Message"]
+    assert message.startswith(f"FAILED: scalelab run {outcome.run_id} ")
+    assert outcome.verdict["reason"] in message
+    for found in outcome.verdict["diagnosis"]:
+        assert "\n".join([f"{found['title']}:", *found["lines"]]) in message
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 
