@@ -29,7 +29,8 @@ moto 5.2.5 differs (used by the rehearsal and the tests).
 - ``DescribeScalingActivities`` always answers an empty list. AWS records an
   activity for every instance a group launches or terminates, with a Cause
   that says why the capacity changed; here every capacity change records
-  them, with the Cause whoever plays AWS gives (``capacity_cause``).
+  them, with the Cause whoever plays AWS gives (``capacity_cause``), and a
+  launch's ``Details`` (its subnet and zone, as JSON text, as AWS gives them).
 - CloudFormation's ``AWS::IAM::Role`` ignores ``ManagedPolicyArns``: the
   template's own managed policies are never attached to its roles.
 - CloudFormation's ``AWS::KMS::Key`` keeps ``KeyPolicy`` as the template's object, where KMS
@@ -318,6 +319,11 @@ def record_activity(group: FakeAutoScalingGroup, **fields: Any) -> dict[str, Any
     return activity
 
 
+def launch_details(subnet_id: str | None, zone: str | None) -> str:
+    """A launch activity's ``Details``: JSON text naming the subnet and the availability zone."""
+    return json.dumps({"Subnet ID": subnet_id or "", "Availability Zone": zone or ""})
+
+
 def set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -> None:
     """Change the capacity as moto does, and record an activity per instance launched or terminated."""
     # A group being created has neither yet: its capacity grows from 0.
@@ -340,9 +346,13 @@ def set_desired_capacity(self: FakeAutoScalingGroup, new_capacity: int | None) -
         if after > before
         else ""
     )
+    launched = {state.instance.id: state.instance for state in self.instance_states}
     for instance_id in sorted(current - running):
         record_activity(
-            self, Description=f"Launching a new EC2 instance: {instance_id}", Cause=cause + started
+            self,
+            Description=f"Launching a new EC2 instance: {instance_id}",
+            Cause=cause + started,
+            Details=launch_details(launched[instance_id].subnet_id, launched[instance_id].placement.zone),
         )
     for instance_id in sorted(running - current):
         record_activity(

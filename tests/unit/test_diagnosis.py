@@ -143,6 +143,29 @@ def test_no_scale_out_reads_the_alarm_its_history_the_activities_the_cpu_and_the
     )
 
 
+def test_no_scale_out_names_a_launch_under_the_stress_that_only_replaced_an_instance(
+    lab: ProvisionResult,
+) -> None:
+    instances = register(lab)
+    stress_started = datetime.now(UTC) - timedelta(minutes=2)
+    command = boto3.client("ssm").send_command(
+        InstanceIds=instances, DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}
+    )["Command"]["CommandId"]
+    replaced = "At 2026-01-15T10:04:00Z an instance was started in response to an unhealthy instance."
+    group = autoscaling_backends[DEFAULT_ACCOUNT_ID][REGION].autoscaling_groups[lab.auto_scaling_group_name]
+    group.instance_states.pop(0)  # out of service; Auto Scaling launches one in its place
+    with moto_fixes.capacity_cause(replaced):
+        group.set_desired_capacity(group.desired_capacity)
+
+    found = diagnosis.no_scale_out(
+        lab.auto_scaling_group_name, utc_iso(stress_started.timestamp()), command, instances
+    )
+
+    assert found.summary.startswith(
+        f"1 launch under the stress did not grow the group, no scale-out: {replaced!r}"
+    )
+
+
 def test_launch_failed_gives_the_unsuccessful_activities_status_messages(lab: ProvisionResult) -> None:
     group = autoscaling_backends[DEFAULT_ACCOUNT_ID][REGION].autoscaling_groups[lab.auto_scaling_group_name]
     stress_started = utc_iso()

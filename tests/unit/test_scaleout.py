@@ -217,13 +217,23 @@ def waiter(run_id: str = RUN) -> dict[str, Any]:
     return run_items(run_id)["SCALEOUT_WAIT"]
 
 
-def expected_output(event: dict[str, Any]) -> dict[str, str]:
+def expected_output(event: dict[str, Any], *unsuccessful: dict[str, Any]) -> dict[str, Any]:
+    """The task's output for the launch ``event``, after the ``unsuccessful`` launch events."""
     return {
         "instance_id": event["detail"]["EC2InstanceId"],
         "launched_at": event["detail"]["StartTime"].replace("Z", "+00:00"),
         "event_id": event["id"],
         "activity_id": event["detail"]["ActivityId"],
         "seen_in": "event",
+        "availability_zone": event["detail"]["Details"]["Availability Zone"],
+        "unsuccessful_launches": len(unsuccessful),
+        "unsuccessful": [
+            {
+                "availability_zone": failed["detail"]["Details"]["Availability Zone"],
+                "status_message": failed["detail"]["StatusMessage"],
+            }
+            for failed in unsuccessful
+        ],
     }
 
 
@@ -490,7 +500,8 @@ def test_an_unsuccessful_launch_is_logged_and_the_wait_goes_on(
     launch = aws_event("launch-successful", launched=STRESS_STARTED + timedelta(minutes=6))
     assert isinstance(completed := deliver(launch, table), ScalingEventResult)
     assert completed.completion == "succeeded"
-    assert json.loads(workflow.finished(execution.arn)["output"]) == expected_output(launch)
+    # The scale-out names the launch that failed before it, with AWS's reason, for the verdict.
+    assert json.loads(workflow.finished(execution.arn)["output"]) == expected_output(launch, failure)
 
 
 def _with_cause(event: dict[str, Any], cause: str) -> dict[str, Any]:
@@ -749,6 +760,43 @@ def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(
     assert found.seen_in == "scaling_activities"
     assert found.instance_id not in check.instances_before
     assert found.event_id is None
+
+
+def test_a_scale_out_after_a_failed_launch_names_its_zone_and_aws_reason(
+    lab: ProvisionResult, table: ScaleOutTable
+) -> None:
+    # DescribeScalingActivities gives an activity's Details as JSON text, not as an object.
+    check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
+    unsupported = "Your requested instance type (t3.micro) is not supported in your requested zone."
+    alarm = (
+        "At 2026-01-15T10:03:55Z a monitor alarm TargetTracking-x-AlarmHigh in state ALARM triggered "
+        f"policy {RUN}-cpu-target changing the desired capacity from 2 to 3."
+    )
+    moto_fixes.record_activity(
+        _group(lab.auto_scaling_group_name),
+        Description=f"Launching a new EC2 instance.  Status Reason: {unsupported}",
+        Cause=alarm,
+        StatusCode="Failed",
+        StatusMessage=unsupported,
+        Details=json.dumps({"Subnet ID": "subnet-1", "Availability Zone": "us-east-1a"}),
+    )
+    with moto_fixes.capacity_cause(alarm):
+        boto3.client("autoscaling").set_desired_capacity(
+            AutoScalingGroupName=lab.auto_scaling_group_name, DesiredCapacity=3
+        )
+
+    found = check_scale_out(check, table)
+
+    assert found.seen_in == "scaling_activities"
+    launched_in = boto3.client("ec2").describe_instances(InstanceIds=[found.instance_id])
+    assert (
+        found.availability_zone
+        == launched_in["Reservations"][0]["Instances"][0]["Placement"]["AvailabilityZone"]
+    )
+    assert found.unsuccessful_launches == 1
+    assert [(u.availability_zone, u.status_message) for u in found.unsuccessful] == [
+        ("us-east-1a", unsupported)
+    ]
 
 
 def test_launches_that_all_failed_name_aws_reasons(lab: ProvisionResult, table: ScaleOutTable) -> None:

@@ -238,6 +238,34 @@ def test_a_failure_without_a_cause_still_gets_a_verdict(
     assert verdict.reason == "failed at scale_out: scale-out failed: no reason given"
 
 
+def test_a_scale_out_after_unsuccessful_launches_passes_naming_them_and_aws_reasons(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
+) -> None:
+    state = full_run(config, lab)
+    unsupported = (
+        "Your requested instance type (t3.micro) is not supported in your requested Availability Zone"
+    )
+    capacity = "We currently do not have sufficient t3.micro capacity in the Availability Zone you requested"
+    state["scale_out"] |= {
+        "availability_zone": "us-east-1b",
+        "unsuccessful_launches": 5,
+        "unsuccessful": [
+            {"availability_zone": "us-east-1a", "status_message": unsupported},
+            {"availability_zone": "us-east-1c", "status_message": capacity},
+        ],
+    }
+
+    verdict = judge(state, run_table, settings)
+
+    assert verdict.passed is True
+    (scale_out,) = [check.detail for check in verdict.checks if check.name == "scale_out"]
+    assert scale_out == (
+        "i-0000000000000000c launched in us-east-1b 240 s after stress started, after 5 unsuccessful "
+        f"launches in us-east-1a, us-east-1c: {unsupported!r}; {capacity!r} (and 3 more)"
+    )
+    assert scale_out in verdict.reason
+
+
 def test_the_timeline_never_ends_a_phase_before_it_starts(
     config: RunConfig, lab: ProvisionResult, run_table: RunTable, settings: ReportSettings
 ) -> None:

@@ -91,11 +91,11 @@ def test_never_healthy_fails_with_the_last_snapshot(rehearsal: Rehearsal) -> Non
         for event in outcome.history
         if event.get("taskScheduledEventDetails", {}).get("resourceType") == "sns"
     ]
-    message = published["Message"].splitlines()
-    assert message[0].startswith("FAILED: scalelab run ")
+    message = published["Message"]
+    assert message.startswith(f"FAILED: scalelab run {outcome.run_id} ")
+    assert outcome.verdict["reason"] in message
     for found in outcome.verdict["diagnosis"]:
-        at = message.index(f"{found['title']}:")
-        assert message[at + 1 : at + 1 + len(found["lines"])] == found["lines"]
+        assert "\n".join([f"{found['title']}:", *found["lines"]]) in message
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 
@@ -221,6 +221,12 @@ def test_a_launch_refused_in_one_zone_is_retried_in_another_and_the_run_passes(r
     ]
     assert failed == [UNSUPPORTED_ERROR]
     assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    # The verdict names the zone that refused, AWS's reason, and the zone that launched.
+    launched = outcome.verdict["reason"].split("; ")[2]
+    assert launched.startswith("i-")
+    assert " launched in us-east-1" in launched
+    assert f", after 1 unsuccessful launch in us-east-1a: {UNSUPPORTED_ERROR!r}" in outcome.verdict["reason"]
+    assert " launched in us-east-1a " not in outcome.verdict["reason"]
     # Prepare left out the default VPC's us-east-1e subnet (us-east-1e offers no t3.micro),
     # and the report says so.
     assert outcome.report_path is not None
@@ -257,6 +263,10 @@ def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(rehear
         "(seen in the group's scaling activities: no Auto Scaling event reported it)"
         in outcome.verdict["reason"]
     )
+    assert outcome.report_path is not None
+    report = json.loads(outcome.report_path.read_text())
+    assert report["run"]["scale_out"]["seen_in"] == "scaling_activities"
+    assert "seen in the group's scaling activities" in report["verdict"]["reason"]
     assert rehearsal.logged_event_types(outcome.run_id) == []
     assert_nothing_left(rehearsal, outcome)
 
@@ -367,6 +377,13 @@ def test_a_replacement_launched_under_stress_is_no_scale_out(rehearsal: Rehearsa
     assert outcome.status == "FAILED"
     assert outcome.cause is not None
     assert outcome.cause.startswith("failed at scale_out: no scale-out within 8 s")
+    # The reason names the launch that happened and why it was no scale-out (AWS's Cause).
+    assert (
+        "; diagnosis: 1 launch under the stress did not grow the group, no scale-out: 'At " in outcome.cause
+    )
+    assert "an instance was started in response to an unhealthy instance needing to be replaced." in (
+        outcome.cause
+    )
     assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
     entered = [
         e["stateEnteredEventDetails"]["name"] for e in outcome.history if "stateEnteredEventDetails" in e

@@ -84,8 +84,8 @@ class Metrics:
             self._put(name, group, in_service)
 
     def _put(self, name: str, group: Any, in_service: list[str]) -> None:
-        # Naive UTC, as moto keeps the datapoints PutMetricData sends it: its GetMetricStatistics
-        # compares them with naive times (the diagnosis reads the CPU that way).
+        # Naive UTC, as moto stamps a datapoint put through the API: GetMetricStatistics compares
+        # them with naive times and fails on an aware one.
         moment = datetime.now(UTC).replace(tzinfo=None)
         dimensions = [{"Name": "AutoScalingGroupName", "Value": name}]
         backend = cloudwatch_backends[ACCOUNT][REGION]

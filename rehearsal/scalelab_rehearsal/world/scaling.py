@@ -9,9 +9,11 @@ group's DefaultInstanceWarmup after it is InService), and a new instance warms
 up before the policy acts again.
 
 A scenario's launch may fail first, with EC2's status message (a Failed activity and an
-"EC2 Instance Launch Unsuccessful" event): then nothing more happens before the deadline, or
-Auto Scaling launches in another zone at once (its default balanced-best-effort distribution),
-or it keeps trying and failing. A scenario may also lose every event, as EventBridge may.
+"EC2 Instance Launch Unsuccessful" event, both naming the zone the message names): then nothing
+more happens before the deadline, or Auto Scaling launches in another zone at once (its default
+balanced-best-effort distribution; moto would put every instance in the group's first subnet, so
+the world moves the new one to another zone's subnet), or it keeps trying and failing. A
+scenario may also lose every event, as EventBridge may.
 
 Every simulated minute the group's average CPU is put as a CloudWatch
 datapoint (``CPUUtilization`` by ``AutoScalingGroupName``, as detailed
@@ -59,6 +61,9 @@ from scalelab_rehearsal.world.timings import (
     SCALE_IN_ALARM_DATAPOINTS,
     SCALE_IN_THRESHOLD_FRACTION,
 )
+
+# The zone the scenarios' failed launches name in their status messages (scenarios.py).
+FAILED_ZONE = REGION + "a"
 
 # After a launch failed for the vCPU quota, Auto Scaling tries again, backing off. AWS
 # publishes no figure; the world's: a minute, doubling, at most an hour.
@@ -234,12 +239,17 @@ class Scaling:
         """A launch of the scale-out fails with the scenario's status message: a Failed scaling
         activity and its "EC2 Instance Launch Unsuccessful" event."""
         message = self.scenario.launch_error
+        subnet = next(
+            (s for s, zone in _subnet_zones(group).items() if zone == FAILED_ZONE),
+            next(iter(_subnet_zones(group)), ""),
+        )
         failed = moto_fixes.record_activity(
             group,
             Description=f"Launching a new EC2 instance.  Status Reason: {message}",
             Cause=_alarm_cause(backend, name, group.desired_capacity, group.desired_capacity + 1),
             StatusCode="Failed",
             StatusMessage=message,
+            Details=moto_fixes.launch_details(subnet, FAILED_ZONE),
         )
         self._put_event(group, "EC2 Instance Launch Unsuccessful", failed)
 
@@ -259,10 +269,30 @@ class Scaling:
         grown = group.desired_capacity + 1
         with moto_fixes.capacity_cause(_alarm_cause(backend, name, group.desired_capacity, grown)):
             backend.set_desired_capacity(name, grown)
+        if state.failed_once and self.scenario.after_failure == AFTER_FAILURE_OTHER_ZONE:
+            self._out_of_the_failed_zone(group, before)
         backend.update_attached_target_groups(name)
         self._announce_launches(group, before)
         # A new instance is InService after its boot, then warms up before the policy acts again.
         self.clock.later(INSTANCE_BOOT_SECONDS + self._warmup(), setattr, state, "launching", False)
+
+    def _out_of_the_failed_zone(self, group: Any, before: set[str]) -> None:
+        """Each new instance in the zone whose launch failed goes to another zone's subnet of the
+        group, as Auto Scaling's retry in another zone puts it; its activity's Details say so."""
+        others = {subnet: zone for subnet, zone in _subnet_zones(group).items() if zone != FAILED_ZONE}
+        if not others:
+            return
+        subnet, zone = next(iter(others.items()))
+        for state in group.instance_states:
+            instance = state.instance
+            if instance.id in before or instance.placement.zone != FAILED_ZONE:
+                continue
+            instance._subnet_id = subnet  # moto's SubnetId reads it
+            instance.placement.zone = zone
+            state.availability_zone = zone
+            for activity in moto_fixes.activities_of(group):
+                if activity["Description"].endswith(f": {instance.id}"):
+                    activity["Details"] = moto_fixes.launch_details(subnet, zone)
 
     def _warmup(self) -> float:
         """The group's DefaultInstanceWarmup, as Provision set it."""
@@ -308,7 +338,6 @@ class Scaling:
         unless the scenario's EventBridge loses it."""
         if self.scenario.loses_events:
             return
-        subnet = group.vpc_zone_identifier.split(",")[0] if group.vpc_zone_identifier else ""
         failed = activity["StatusCode"] == "Failed"
         detail = {
             "Origin": "EC2",
@@ -325,7 +354,8 @@ class Scaling:
             "EC2InstanceId": instance_id or "",
             "Description": activity["Description"],
             "Cause": activity["Cause"],
-            "Details": {"Subnet ID": subnet, "Availability Zone": REGION + "a"},
+            # The activity's own Details (JSON text there, an object in the event).
+            "Details": json.loads(activity.get("Details", "{}")),
         }
         group_arn = (
             f"arn:aws:autoscaling:{REGION}:{ACCOUNT}:autoScalingGroup:{uuid.uuid4()}"
@@ -344,6 +374,17 @@ class Scaling:
                 }
             ]
         )
+
+
+def _subnet_zones(group: Any) -> dict[str, str]:
+    """The group's subnets (VPCZoneIdentifier, in order) and each one's availability zone."""
+    ids = [subnet for subnet in (group.vpc_zone_identifier or "").split(",") if subnet]
+    if not ids:
+        return {}
+    zones = {
+        subnet.id: subnet.availability_zone for subnet in group.ec2_backend.describe_subnets(subnet_ids=ids)
+    }
+    return {subnet: zones[subnet] for subnet in ids if subnet in zones}
 
 
 def _iso(moment: datetime) -> str:

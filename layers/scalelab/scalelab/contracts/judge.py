@@ -11,6 +11,7 @@ from scalelab.contracts.base import OutputModel, TimestampText
 from scalelab.contracts.diagnosis import Finding
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.run import RunConfig
+from scalelab.contracts.scaleout import MAX_QUOTED_LAUNCHES, UnsuccessfulLaunch
 from scalelab.contracts.targets import TargetSnapshot
 
 
@@ -53,6 +54,10 @@ class ScaleOutSummary(OutputModel):
     launched_at: TimestampText
     # Where the scale-out was seen: an Auto Scaling event, or only the group's scaling activities.
     seen_in: Literal["event", "scaling_activities"] = "event"
+    availability_zone: str = ""
+    # The launches that failed before it (AwaitScaleOut and CheckScaleOut bound the quoted ones).
+    unsuccessful_launches: int = 0
+    unsuccessful: list[UnsuccessfulLaunch] = Field(default_factory=list, max_length=MAX_QUOTED_LAUNCHES)
 
 
 class ScaleInWait(OutputModel):

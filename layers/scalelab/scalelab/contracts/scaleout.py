@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,14 @@ MAX_GROUP_SIZE = 100
 # without control characters, so a forged or broken event cannot flood or garble a verdict.
 EVENT_TEXT_MAX = 1000
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# How Auto Scaling words a change of desired capacity in an activity's Cause, whatever asked for
+# it (a policy's alarm, a person, a schedule). A replacement of an unhealthy instance says
+# "in response to an unhealthy instance needing to be replaced" instead.
+DESIRED_CHANGE = re.compile(r"changing the desired capacity from (\d+) to (\d+)")
+# The unsuccessful launches a scale-out's verdict quotes; the report's activities have them all.
+MAX_QUOTED_LAUNCHES = 3
+# An availability zone's name is short ("us-east-1a", "use1-az1"): a longer one is cut to this.
+ZONE_MAX = 64
 
 
 def the_runs_group(value: str, info: ValidationInfo) -> str:
@@ -67,6 +76,12 @@ class CheckScaleOutEvent(ScaleOutBaseline):
     waited_seconds: int = Field(ge=1, le=86_400)
 
 
+def grew_beyond(cause: str, desired_capacity: int) -> bool:
+    """Whether an activity's Cause says the desired capacity grew, to above ``desired_capacity``."""
+    change = DESIRED_CHANGE.search(cause)
+    return change is not None and int(change[1]) < int(change[2]) and int(change[2]) > desired_capacity
+
+
 def _as_data(value: Any) -> Any:
     """Text from an event or an activity, kept as data: bounded, control characters replaced."""
     if not isinstance(value, str):
@@ -76,6 +91,18 @@ def _as_data(value: Any) -> Any:
 
 
 EventText = Annotated[str, BeforeValidator(_as_data)]
+
+
+def _details_as_object(value: Any) -> Any:
+    """An event's ``Details`` is an object; an activity's (DescribeScalingActivities) is the same
+    object as JSON text. Either becomes a dict; text that is not a JSON object becomes empty."""
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
 
 
 class ScalingActivity(BaseModel):
@@ -115,9 +142,15 @@ class AutoScalingDetail(ScalingActivity):
     )
 
     request_id: str | None = None
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: Annotated[dict[str, Any], BeforeValidator(_details_as_object)] = Field(default_factory=dict)
     origin: str | None = None
     destination: str | None = None
+
+    @property
+    def availability_zone(self) -> str:
+        """The zone the launch was in (``Details``), or "" when the activity does not say."""
+        zone = self.details.get("Availability Zone")
+        return _as_data(zone)[:ZONE_MAX] if isinstance(zone, str) else ""
 
 
 class AutoScalingEvent(EventBridgeModel):
@@ -140,6 +173,13 @@ class AwaitScaleOutResult(OutputModel):
     outcome: WaitOutcome | None = None
 
 
+class UnsuccessfulLaunch(OutputModel):
+    """A launch Auto Scaling tried once the stress had started, and failed: where, and AWS's reason."""
+
+    availability_zone: str = ""
+    status_message: str = ""
+
+
 class ScaleOut(OutputModel):
     """The scale-out the run waited for (the state machine's ``$.scale_out``), and where it was seen:
     in an Auto Scaling event, or in the group's scaling activities when no event reported it."""
@@ -149,6 +189,11 @@ class ScaleOut(OutputModel):
     activity_id: str
     seen_in: Literal["event", "scaling_activities"]
     event_id: str | None = None
+    availability_zone: str = ""
+    # The launches that failed before this one succeeded (another zone's, say): how many, and the
+    # first few, each zone and reason once, for the verdict to quote.
+    unsuccessful_launches: int = 0
+    unsuccessful: list[UnsuccessfulLaunch] = Field(default_factory=list, max_length=MAX_QUOTED_LAUNCHES)
 
 
 class IgnoredScalingEvent(OutputModel):

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from scalelab.contracts.diagnosis import MAX_FINDINGS, MAX_LINE_CHARS, MAX_LINES, Diagnosis, Finding
 from scalelab.contracts.judge import JudgeEvent
-from scalelab.contracts.scaleout import CONTROL_CHARACTERS
+from scalelab.contracts.scaleout import CONTROL_CHARACTERS, grew_beyond
 from scalelab.core.aws import quick_client
 from scalelab.core.observability import logger
 
@@ -159,10 +159,18 @@ def _alarm_history(alarm_name: str) -> list[str]:
     ]
 
 
-def _activity_lines(group: str, since: datetime | None = None, failed_only: bool = False) -> list[str]:
+def _activity_lines(
+    group: str,
+    since: datetime | None = None,
+    failed_only: bool = False,
+    read: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """The group's activities as lines; the activities themselves go to ``read`` when given."""
     activities = quick_client("autoscaling").describe_scaling_activities(
         AutoScalingGroupName=group, MaxRecords=MAX_ACTIVITIES
     )["Activities"]
+    if read is not None:
+        read.extend(activities)
     lines = []
     for activity in activities:
         started = activity.get("StartTime")
@@ -293,8 +301,13 @@ def no_scale_out(
         findings.append(
             gather(f"History of {high} (DescribeAlarmHistory)", lambda: _alarm_history(high), budget)
         )
+    activities: list[dict[str, Any]] = []
     findings.append(
-        gather("Scaling activities (DescribeScalingActivities)", lambda: _activity_lines(group), budget)
+        gather(
+            "Scaling activities (DescribeScalingActivities)",
+            lambda: _activity_lines(group, read=activities),
+            budget,
+        )
     )
     cpu: dict[str, float | None] = {}
 
@@ -305,7 +318,7 @@ def no_scale_out(
     findings.append(gather("The group's average CPU (CloudWatch CPUUtilization)", cpu_lines, budget))
     stress, stress_summary = _stress_finding(command_id, instance_ids, budget)
     findings.append(stress)
-    summary = []
+    summary = [_launches_not_scaling_out(activities, since)]
     target = policy.get("TargetTrackingConfiguration", {}).get("TargetValue")
     if cpu.get("highest") is not None:
         summary.append(
@@ -314,6 +327,26 @@ def no_scale_out(
         )
     summary.append(stress_summary)
     return _diagnosis(summary, findings)
+
+
+def _launches_not_scaling_out(activities: list[dict[str, Any]], since: datetime) -> str:
+    """The launches since the stress whose Cause does not say the capacity grew (a replacement of
+    an unhealthy instance, say): the group launched, but that was no scale-out."""
+    others = [
+        activity
+        for activity in activities
+        if activity.get("Description", "").startswith("Launching a new EC2 instance")
+        and activity.get("StatusCode") == "Successful"
+        and isinstance(activity.get("StartTime"), datetime)
+        and activity["StartTime"] >= since
+        and not grew_beyond(activity.get("Cause", ""), 0)
+    ]
+    if not others:
+        return ""
+    count = f"{len(others)} launch{'' if len(others) == 1 else 'es'}"
+    return (
+        f"{count} under the stress did not grow the group, no scale-out: {text(others[0].get('Cause', ''))!r}"
+    )
 
 
 def launch_failed(

@@ -36,6 +36,7 @@ from botocore.exceptions import ClientError
 
 from scalelab.contracts.base import RUN_ID_PATTERN, parse_event
 from scalelab.contracts.scaleout import (
+    MAX_QUOTED_LAUNCHES,
     AutoScalingDetail,
     AutoScalingEvent,
     AwaitScaleOutEvent,
@@ -49,7 +50,9 @@ from scalelab.contracts.scaleout import (
     ScaleOutBaseline,
     ScalingActivity,
     ScalingEventResult,
+    UnsuccessfulLaunch,
     WaitOutcome,
+    grew_beyond,
 )
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
@@ -69,10 +72,6 @@ LAUNCHES = frozenset({LAUNCH_SUCCESSFUL, LAUNCH_UNSUCCESSFUL})
 # Step Functions' answers meaning "nobody waits for this token any more":
 # the task timed out, the execution ended, or the token is not (or no longer) valid.
 STOPPED_WAITING_CODES = frozenset({"TaskTimedOut", "TaskDoesNotExist", "InvalidToken"})
-# How Auto Scaling words a change of desired capacity in an activity's Cause, whatever asked for
-# it (a policy's alarm, a person, a schedule). A replacement of an unhealthy instance says
-# "in response to an unhealthy instance needing to be replaced" instead.
-DESIRED_CHANGE = re.compile(r"changing the desired capacity from (\d+) to (\d+)")
 # A launch activity's Description, as DescribeScalingActivities gives it.
 LAUNCHING = "Launching a new EC2 instance"
 INSTANCE_LAUNCHED = re.compile(r"Launching a new EC2 instance: (i-[0-9a-f]+)")
@@ -95,7 +94,7 @@ UNDER_WAY_STATUSES = frozenset(
 # Enough history for one run's wait (Auto Scaling keeps six weeks of activities).
 MAX_ACTIVITIES = 100
 # The reasons a verdict quotes; the report has the activities themselves.
-MAX_REASONS = 3
+MAX_REASONS = MAX_QUOTED_LAUNCHES
 
 
 # ---- the meeting ------------------------------------------------------------------------
@@ -104,13 +103,13 @@ MAX_REASONS = 3
 def logged_event(event: AutoScalingEvent) -> LoggedEvent:
     """What the run's log keeps of an event: its id, type, time and activity."""
     activity = event.detail.model_dump(include=set(ScalingActivity.model_fields))
-    return LoggedEvent(event_id=event.id, detail_type=event.detail_type, time=event.time, **activity)
-
-
-def grew_beyond(cause: str, desired_capacity: int) -> bool:
-    """Whether the activity's Cause says the desired capacity grew, to above ``desired_capacity``."""
-    change = DESIRED_CHANGE.search(cause)
-    return change is not None and int(change[1]) < int(change[2]) and int(change[2]) > desired_capacity
+    return LoggedEvent(
+        event_id=event.id,
+        detail_type=event.detail_type,
+        time=event.time,
+        availability_zone=event.detail.availability_zone,
+        **activity,
+    )
 
 
 def is_scale_out(
@@ -150,12 +149,35 @@ def task_output(event: LoggedEvent) -> ScaleOut:
         activity_id=event.activity_id,
         seen_in="event",
         event_id=event.event_id,
+        availability_zone=event.availability_zone,
     )
 
 
-def _tell_step_functions(task_token: str, event: LoggedEvent) -> tuple[WaitOutcome, dict[str, str]]:
+def after_unsuccessful(
+    scale_out: ScaleOut, failed: dict[str, tuple[datetime, UnsuccessfulLaunch]]
+) -> ScaleOut:
+    """``scale_out`` with the launches that failed before it began (Auto Scaling tried another
+    zone, say): their count, and the first few, each zone and reason once."""
+    launched_at = datetime.fromisoformat(scale_out.launched_at)
+    # launched_at is in whole seconds: a failure in the same second counts as before it.
+    before = sorted(
+        (
+            (started, launch)
+            for started, launch in failed.values()
+            if started.replace(microsecond=0) <= launched_at
+        ),
+        key=lambda attempt: attempt[0],
+    )
+    quoted = list(dict.fromkeys(launch for _, launch in before))[:MAX_QUOTED_LAUNCHES]
+    return scale_out.model_copy(update={"unsuccessful_launches": len(before), "unsuccessful": quoted})
+
+
+def _tell_step_functions(
+    task_token: str, event: LoggedEvent, logged: list[LoggedEvent], baseline: Waiter
+) -> tuple[WaitOutcome, dict[str, str]]:
     try:
-        output = json.dumps(task_output(event).model_dump(mode="json"), sort_keys=True)
+        scale_out = after_unsuccessful(task_output(event), _failed_launches([], logged, baseline))
+        output = json.dumps(scale_out.model_dump(mode="json"), sort_keys=True)
         client("stepfunctions").send_task_success(taskToken=task_token, output=output)
         return "succeeded", {"task_output": output}
     except ClientError as exc:
@@ -176,7 +198,8 @@ def _complete(
     if not table.claim(run_id, waiter.task_token, event.event_id, now):
         logger.info("another event or a newer token holds the waiter", extra={"event_id": event.event_id})
         return None
-    outcome, details = _tell_step_functions(waiter.task_token, event)
+    # The run's log so far: the launches that failed before this one, for the verdict to name.
+    outcome, details = _tell_step_functions(waiter.task_token, event, table.logged_events(run_id), waiter)
     table.finish(
         run_id,
         task_token=waiter.task_token,
@@ -309,14 +332,16 @@ def check_scale_out(event: CheckScaleOutEvent, table: ScaleOutTable) -> ScaleOut
         and activity.start_time is not None
         and is_scale_out(activity, activity.start_time, event)
     ] + [task_output(entry) for entry in logged if qualifies(entry, event)]
+    failed = _failed_launches(activities, logged, event)
     if seen:
         # The earliest launch; an event and an activity of the same launch: the event.
-        scale_out = min(seen, key=lambda found: (found.launched_at, found.seen_in))
+        scale_out = after_unsuccessful(
+            min(seen, key=lambda found: (found.launched_at, found.seen_in)), failed
+        )
         logger.info("scale-out found at the deadline", extra=scale_out.model_dump(mode="json"))
         return scale_out
-    failed = _failed_launches(activities, logged, event)
     if failed:
-        reasons = list(dict.fromkeys(failed.values()))
+        reasons = list(dict.fromkeys(launch.status_message for _, launch in failed.values()))
         raise ScaleOutFailed(
             f"{_launches(len(failed))} failed within {event.waited_seconds} s and none succeeded; AWS said: "
             + "; ".join(f"{reason!r}" for reason in reasons[:MAX_REASONS])
@@ -369,23 +394,29 @@ def _from_activity(activity: AutoScalingDetail, started: datetime) -> ScaleOut:
         launched_at=utc_iso(started.timestamp()),
         activity_id=activity.activity_id,
         seen_in="scaling_activities",
+        availability_zone=activity.availability_zone,
     )
 
 
 def _failed_launches(
-    activities: list[AutoScalingDetail], logged: list[LoggedEvent], baseline: ScaleOutBaseline
-) -> dict[str, str]:
-    """Each launch that failed once the stress had started, by activity, with AWS's reason."""
-    failed: dict[str, str] = {}
-    attempts = [
-        (activity, activity.start_time)
+    activities: list[AutoScalingDetail], logged: list[LoggedEvent], baseline: Waiter | ScaleOutBaseline
+) -> dict[str, tuple[datetime, UnsuccessfulLaunch]]:
+    """Each launch that failed once the stress had started, by activity: when, where, AWS's reason."""
+    failed: dict[str, tuple[datetime, UnsuccessfulLaunch]] = {}
+    attempts: list[tuple[ScalingActivity, datetime | None, str]] = [
+        (activity, activity.start_time, activity.availability_zone)
         for activity in activities
-        if activity.status_code in FAILED_STATUSES and activity.start_time is not None
-    ] + [(entry, entry.launched_at) for entry in logged if entry.detail_type == LAUNCH_UNSUCCESSFUL]
-    for attempt, started in attempts:
+        if activity.status_code in FAILED_STATUSES
+    ] + [
+        (entry, entry.launched_at, entry.availability_zone)
+        for entry in logged
+        if entry.detail_type == LAUNCH_UNSUCCESSFUL
+    ]
+    for attempt, started, zone in attempts:
         if started is not None and started >= baseline.stress_started_at:
             reason = attempt.status_message or attempt.description or attempt.cause or "no reason given"
-            failed.setdefault(attempt.activity_id, reason)
+            launch = UnsuccessfulLaunch(availability_zone=zone, status_message=reason)
+            failed.setdefault(attempt.activity_id, (started, launch))
     return failed
 
 

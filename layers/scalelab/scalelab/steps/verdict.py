@@ -18,7 +18,7 @@ from datetime import datetime
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from scalelab.contracts.judge import Check, JudgeEvent, Phase, ReportLocation, Verdict
+from scalelab.contracts.judge import Check, JudgeEvent, Phase, ReportLocation, ScaleOutSummary, Verdict
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.core.aws import client
 from scalelab.core.clock import seconds_between, utc_iso, whole_seconds
@@ -119,8 +119,27 @@ def _scale_out(run: JudgeEvent, _provision: ProvisionResult, describe_group: Gro
         if run.scale_out.seen_in == "scaling_activities"
         else ""
     )
-    detail = f"{run.scale_out.instance_id} launched {took} s after stress started{late}{seen}"
+    where = f" in {run.scale_out.availability_zone}" if run.scale_out.availability_zone else ""
+    detail = (
+        f"{run.scale_out.instance_id} launched{where} {took} s after stress started"
+        f"{_after_unsuccessful(run.scale_out)}{late}{seen}"
+    )
     return Check(name="scale_out", passed=took <= within, detail=detail)
+
+
+def _after_unsuccessful(scale_out: ScaleOutSummary) -> str:
+    """ ", after 1 unsuccessful launch in us-east-1a: '<AWS's reason>'", or "" when none failed."""
+    count = scale_out.unsuccessful_launches
+    if count == 0:
+        return ""
+    zones = sorted(
+        {launch.availability_zone for launch in scale_out.unsuccessful if launch.availability_zone}
+    )
+    where = f" in {', '.join(zones)}" if zones else ""
+    reasons = list(dict.fromkeys(launch.status_message for launch in scale_out.unsuccessful))
+    more = count - len(scale_out.unsuccessful)
+    quoted = "; ".join(f"{reason!r}" for reason in reasons) + (f" (and {more} more)" if more > 0 else "")
+    return f", after {count} unsuccessful launch{'' if count == 1 else 'es'}{where}: {quoted}"
 
 
 def _new_instance_healthy(run: JudgeEvent, _provision: ProvisionResult, _: GroupLookup) -> Check:

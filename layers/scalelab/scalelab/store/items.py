@@ -66,6 +66,7 @@ class LoggedEvent(ScalingActivity, Item):
     event_id: str
     detail_type: str
     time: datetime
+    availability_zone: str = ""
 
     @property
     def launched_at(self) -> datetime:
