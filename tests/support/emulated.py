@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from scalelab_rehearsal.emulator import Emulator
 
@@ -31,3 +33,24 @@ def settle(emulator: Emulator) -> None:
                 return
         time.sleep(0.05)
     raise TimeoutError(f"executions still running after {SETTLE_DEADLINE_SECONDS} s")
+
+
+@contextmanager
+def runs_leave_their_resources(emulator: Emulator) -> Iterator[None]:
+    """Teardown fails and no cleanup follows (the cleanup rule's targets are removed), so a run
+    started inside leaves what it created, for the janitor to find; both come back on exit."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    teardown = emulator.stack.resources["TeardownLabFunction"]
+    rule = emulator.stack.resources["CleanupStateMachineLabExecutionEnded"]
+    events = emulator.client("events")
+    targets = events.list_targets_by_rule(Rule=rule)["Targets"]
+    events.remove_targets(Rule=rule, Ids=[target["Id"] for target in targets])
+    emulator.runtime.faults = lambda function, _event: (
+        RuntimeError("teardown fails") if function == teardown else None
+    )
+    try:
+        yield
+    finally:
+        emulator.runtime.faults = lambda _function, _event: None
+        events.put_targets(Rule=rule, Targets=targets)

@@ -27,7 +27,7 @@ from scalelab_rehearsal.iam.evaluator import Check, NamedPolicy
 from scalelab_rehearsal.rehearse import collect, merged_input, start_execution, wait_for
 from scalelab_rehearsal.world import DEFAULT_SPEED, SCENARIOS, World, scenario_named
 
-from tests.support.emulated import settle
+from tests.support.emulated import runs_leave_their_resources, settle
 from tests.workflow.conftest import IAM_LINES
 
 EXECUTION_DEADLINE_SECONDS = 90.0
@@ -131,19 +131,8 @@ def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
     assert emulator.stack is not None
     assert emulator.runtime is not None
     assert emulator.iam is not None
-    teardown = emulator.stack.resources["TeardownLabFunction"]
-    rule = emulator.stack.resources["CleanupStateMachineLabExecutionEnded"]
-    events = emulator.client("events")
-    targets = events.list_targets_by_rule(Rule=rule)["Targets"]
-    events.remove_targets(Rule=rule, Ids=[target["Id"] for target in targets])
-    emulator.runtime.faults = lambda function, _event: (
-        RuntimeError("teardown fails") if function == teardown else None
-    )
-    try:
+    with runs_leave_their_resources(emulator):
         _run(emulator, "pass", "iam-leftovers")
-    finally:
-        emulator.runtime.faults = lambda _function, _event: None
-        events.put_targets(Rule=rule, Targets=targets)
     schedule_role = emulator.iam.principal(_role_arn(emulator, "JanitorFunctionSweepRole"), "scheduler")
     with acting_as(schedule_role):
         answer = emulator.client("lambda").invoke(

@@ -16,7 +16,7 @@ from rich.console import Console
 from scalelab_rehearsal import cli, operate
 from scalelab_rehearsal.rehearse import merged_input
 
-from tests.support.emulated import settle
+from tests.support.emulated import runs_leave_their_resources, settle
 from tests.workflow.conftest import Rehearsal
 from tests.workflow.test_cli import NEVER_HEALTHY
 
@@ -258,19 +258,8 @@ def test_sweep_removes_what_a_run_left_and_prints_it(
     emulator = rehearsal.emulator
     assert emulator.stack is not None
     assert emulator.runtime is not None
-    # Teardown fails and no cleanup follows (the rule's target is removed), so the run's resources stay.
-    teardown = emulator.stack.resources["TeardownLabFunction"]
-    rule = emulator.stack.resources["CleanupStateMachineLabExecutionEnded"]
-    events = emulator.client("events")
-    targets = events.list_targets_by_rule(Rule=rule)["Targets"]
-    events.remove_targets(Rule=rule, Ids=[target["Id"] for target in targets])
-    emulator.runtime.faults = lambda function, _event: (
-        RuntimeError("teardown fails") if function == teardown else None
-    )
-    try:
+    with runs_leave_their_resources(emulator):
         left = scalelab("run", "--input", str(run_input), "--name", "left-1")
-    finally:
-        emulator.runtime.faults = lambda _function, _event: None
     # The lab passed, but what it created is still there: the run failed.
     assert left.code == 1
     assert "\nFAILED  passed: " in left.out

@@ -371,21 +371,27 @@ def check_scale_out(event: CheckScaleOutEvent, table: ScaleOutTable) -> ScaleOut
 
 def launch_activities(group: str) -> list[AutoScalingDetail]:
     """The group's launch activities, newest first, as DescribeScalingActivities lists them."""
+    return _activities(group, LAUNCHING, INSTANCE_LAUNCHED)
+
+
+def _activities(group: str, kind: str, instance_named: re.Pattern[str]) -> list[AutoScalingDetail]:
+    """The group's activities whose Description starts with ``kind``, newest first, each with
+    the instance its Description names."""
     pages = (
         client("autoscaling")
         .get_paginator("describe_scaling_activities")
         .paginate(AutoScalingGroupName=group, PaginationConfig={"MaxItems": MAX_ACTIVITIES})
     )
-    launches = []
+    found = []
     for page in pages:
         for activity in page["Activities"]:
             description = activity.get("Description", "")
-            if not description.startswith(LAUNCHING):
+            if not description.startswith(kind):
                 continue
-            instance = INSTANCE_LAUNCHED.search(description)
+            instance = instance_named.search(description)
             fields = {**activity, "EC2InstanceId": instance[1] if instance else ""}
-            launches.append(AutoScalingDetail.model_validate(fields))
-    return launches
+            found.append(AutoScalingDetail.model_validate(fields))
+    return found
 
 
 def _from_activity(activity: AutoScalingDetail, started: datetime) -> ScaleOut:
@@ -530,18 +536,4 @@ def _no_scale_in(event: CheckScaleInEvent, waited: int) -> str:
 
 def termination_activities(group: str) -> list[AutoScalingDetail]:
     """The group's termination activities, newest first, as DescribeScalingActivities lists them."""
-    pages = (
-        client("autoscaling")
-        .get_paginator("describe_scaling_activities")
-        .paginate(AutoScalingGroupName=group, PaginationConfig={"MaxItems": MAX_ACTIVITIES})
-    )
-    terminations = []
-    for page in pages:
-        for activity in page["Activities"]:
-            description = activity.get("Description", "")
-            if not description.startswith(TERMINATING):
-                continue
-            instance = INSTANCE_TERMINATED.search(description)
-            fields = {**activity, "EC2InstanceId": instance[1] if instance else ""}
-            terminations.append(AutoScalingDetail.model_validate(fields))
-    return terminations
+    return _activities(group, TERMINATING, INSTANCE_TERMINATED)
