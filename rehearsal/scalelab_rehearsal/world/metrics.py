@@ -26,7 +26,7 @@ from moto.cloudwatch.models import CloudWatchBackend, MetricDatum, cloudwatch_ba
 
 from scalelab_rehearsal.emulator import ACCOUNT, REGION
 from scalelab_rehearsal.world.clock import Clock
-from scalelab_rehearsal.world.stress import IDLE_CPU, STRESSED_CPU, Stress
+from scalelab_rehearsal.world.stress import Stress
 
 DATAPOINT_SECONDS = 60.0  # one-minute metrics, in the world's seconds
 STATISTICS: dict[str, Callable[[list[float]], float]] = {
@@ -103,11 +103,7 @@ class Metrics:
                 ],
             )
         if in_service:
-            hot = self.stress.scenario.stress_raises_cpu
-            cpu = fmean(
-                STRESSED_CPU if hot and self.stress.burning([instance]) else IDLE_CPU
-                for instance in in_service
-            )
+            cpu = self.stress.average_cpu(in_service)
             backend.put_metric_data(
                 "AWS/EC2",
                 [
