@@ -30,7 +30,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from scalelab.contracts.base import LAB_NAME_PATTERN, RUN_ID_PATTERN, SUBNET_ID_PATTERN
+from scalelab.contracts.scaling import METRICS
 from scalelab.core.errors import (
+    ForeignResource,
     InvalidInput,
     NoInstancesInService,
     NoScaleIn,
@@ -227,7 +229,15 @@ LAB_FIELDS = {
     "instance_type": st.sampled_from(ALLOWED_TYPES),
     "app_port": st.integers(1024, 65535),
     "health_path": st.from_regex(r"/[A-Za-z0-9._~/-]{0,30}", fullmatch=True),
-    "cpu_target_percent": st.integers(1, 99) | st.floats(0, 100, exclude_min=True, exclude_max=True),
+    "scaling": st.sampled_from(sorted(METRICS)).flatmap(
+        lambda metric: st.fixed_dictionaries(
+            {"metric": st.just(metric)},
+            optional={
+                "target": st.integers(int(METRICS[metric].minimum), int(METRICS[metric].maximum))
+                | st.floats(METRICS[metric].minimum, METRICS[metric].maximum)
+            },
+        )
+    ),
     # Given subnets must exist; an empty list means the default VPC's, like no list.
     "subnet_ids": st.just([]),
     "launch_template": st.none(),
@@ -238,6 +248,9 @@ LAB_FIELDS = {
 def valid_run_inputs(draw: st.DrawFn) -> dict[str, Any]:
     """Run input every rule accepts: any subset of the fields, each with a good value."""
     lab = draw(st.fixed_dictionaries({}, optional=LAB_FIELDS))
+    if "scaling" not in lab and draw(st.booleans()):
+        # The input before lab.scaling: a cpu target alone.
+        lab["cpu_target_percent"] = draw(st.integers(1, 99) | st.floats(1, 99))
     if draw(st.booleans()):
         lab.update(draw(group_sizes()))
     return draw(
@@ -286,7 +299,14 @@ BAD_VALUES: dict[Path, st.SearchStrategy[Any]] = {
     ("lab", "cpu_target_percent"): (
         of_another_kind("number")
         | HUGE_INTEGERS
-        | st.floats().filter(lambda x: not 0 < x < 100)  # nan and both infinities among them
+        | st.floats().filter(lambda x: not 1 <= x <= 99)  # nan and both infinities among them
+    ),
+    ("lab", "scaling"): of_another_kind("object"),
+    ("lab", "scaling", "metric"): of_another_kind("string") | st.text().filter(lambda t: t not in METRICS),
+    ("lab", "scaling", "target"): (
+        of_another_kind("number")
+        | HUGE_INTEGERS
+        | st.floats().filter(lambda x: not 1 <= x <= 99)  # the default metric is cpu
     ),
     ("lab", "subnet_ids"): (
         of_another_kind("array")
@@ -372,7 +392,11 @@ def test_a_valid_run_input_is_prepared_as_given(
 
         for section, fields in run_input.items():
             for name, value in fields.items():
-                if name != "subnet_ids":
+                if name == "cpu_target_percent":
+                    assert config["lab"]["scaling"] == {"metric": "cpu", "target": value}
+                elif name == "scaling":
+                    assert config["lab"]["scaling"] | value == config["lab"]["scaling"], value
+                elif name != "subnet_ids":
                     assert config[section][name] == value, (section, name)
         assert len(config["lab"]["subnet_ids"]) >= 2
         assert [lock["run_id"] for lock in locks()] == ["fuzz-valid"]
@@ -555,6 +579,9 @@ def sweep_size(sample: dict[str, Any]) -> int:
 FUNCTIONS = [logical_id for logical_id in function_ids() if logical_id != "PrepareRunFunction"]
 # A function's own failure for a well-formed event (its contract) is fine too: these are the only ones.
 CONTRACT_ERRORS: dict[str, tuple[type[Exception], ...]] = {
+    # A sweep provisions one run id again and again: once a mutation changed the app port, the
+    # run's own security group no longer matches the config, and is refused rather than reused.
+    "ProvisionLabFunction": (ForeignResource,),
     # The sample's targets are due long ago: a check now is past its deadline.
     "CheckTargetsFunction": (TargetsNotHealthy,),
     # The sample's group has no instances in the emulated account.

@@ -236,3 +236,17 @@ def test_no_lab_state_may_hold_a_group_bigger_than_max_size_cap_allows() -> None
     from scalelab.contracts.run import GROUP_SIZE_LIMIT
 
     assert template()["Parameters"]["MaxSizeCap"]["MaxValue"] == GROUP_SIZE_LIMIT
+
+
+def test_each_scaling_metric_defaults_to_a_parameter_whose_bounds_prepare_checks() -> None:
+    from scalelab.contracts.scaling import METRICS
+    from scalelab.core.settings import RunDefaults
+
+    parameters = template()["Parameters"]
+    environment = resource("PrepareRunFunction")["Properties"]["Environment"]["Variables"]
+    for metric, spec in METRICS.items():
+        parameter = parameters[spec.parameter]
+        assert (parameter["MinValue"], parameter["MaxValue"]) == (spec.minimum, spec.maximum), metric
+        assert spec.minimum <= parameter["Default"] <= spec.maximum, metric
+        alias = RunDefaults.model_fields[spec.default_attribute].alias
+        assert environment[alias] == {"Ref": spec.parameter}, metric

@@ -103,7 +103,11 @@ def test_a_time_no_run_can_have_is_rejected_naming_the_field(
         ("lab.health_path", "/$(reboot)", "lab.health_path: String should match pattern"),
         # Was botocore's ParamValidationError.
         ("lab.app_port", -1, "lab.app_port: Input should be greater than or equal to 1024"),
-        ("lab.cpu_target_percent", float("nan"), "lab.cpu_target_percent: Input should be less than 100"),
+        (
+            "lab.scaling.target",
+            float("nan"),
+            "lab.scaling.target: nan for cpu is outside 1 to 99",
+        ),
         # Was SubnetNotFound, once four resources existed.
         ("lab.subnet_ids", [], "lab.subnet_ids: List should have at least 2 items"),
         ("lab.vpc_id", "vpc-123", "lab.vpc_id: String should match pattern"),

@@ -34,11 +34,11 @@ GROUP = f"scalelab-{RUN}"
 WITHIN = 900
 SCALE_OUT_CAUSE = (
     "At 2026-01-15T10:03:55Z a monitor alarm TargetTracking-x-AlarmHigh in state ALARM triggered "
-    f"policy {RUN}-cpu-target changing the desired capacity from 2 to 3."
+    f"policy {RUN}-target-tracking changing the desired capacity from 2 to 3."
 )
 SCALE_IN_CAUSE = (
     "At 2026-01-15T10:24:00Z a monitor alarm TargetTracking-x-AlarmLow in state ALARM triggered "
-    f"policy {RUN}-cpu-target changing the desired capacity from 3 to 2."
+    f"policy {RUN}-target-tracking changing the desired capacity from 3 to 2."
 )
 
 

@@ -22,8 +22,9 @@ from scalelab.contracts.base import (
     RunId,
     TimestampText,
 )
+from scalelab.contracts.scaling import Scaling, ScalingInput
 from scalelab.core.naming import ResourceNames, resource_names, run_tags
-from scalelab.core.settings import RunDefaults
+from scalelab.core.settings import defaults_of
 
 LabName = Annotated[str, Field(pattern=LAB_NAME_PATTERN)]
 AppPort = Annotated[int, Field(ge=1024, le=65535)]
@@ -53,13 +54,6 @@ def check_group_sizes(min_size: int, desired_capacity: int, max_size: int) -> No
         )
     if problems:
         raise ValueError("; ".join(problems))
-
-
-def defaults_of(info: ValidationInfo) -> RunDefaults:
-    """The run defaults the caller validated with (``context=RunDefaults``)."""
-    if not isinstance(info.context, RunDefaults):
-        raise TypeError("validate the run input with context=RunDefaults (the Prepare function's settings)")
-    return info.context
 
 
 def _with_defaults(data: Any, defaults: dict[str, Any]) -> Any:
@@ -118,7 +112,6 @@ class LabShape(BaseModel):
     max_size: int = Field(ge=1, le=GROUP_SIZE_LIMIT)
     app_port: AppPort
     health_path: HealthPath
-    cpu_target_percent: CpuPercent
 
 
 class LabInput(SectionInput, LabShape):
@@ -130,12 +123,30 @@ class LabInput(SectionInput, LabShape):
         "max_size": "max_size",
         "app_port": "app_port",
         "health_path": "health_path",
-        "cpu_target_percent": "cpu_target_percent",
         "subnet_ids": "subnet_ids",
     }
 
     subnet_ids: list[str]
     launch_template: LaunchTemplateRef | None = None
+    scaling: ScalingInput
+    # The input before lab.scaling: a cpu target alone, still taken as {"metric": "cpu", "target": it}.
+    cpu_target_percent: CpuPercent | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scaling_from_cpu_target(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        cpu_target = data.get("cpu_target_percent")
+        if "scaling" in data:
+            if cpu_target is not None:
+                raise ValueError(
+                    "lab.cpu_target_percent and lab.scaling both set a target; "
+                    'give only lab.scaling, e.g. {"metric": "cpu", "target": 50}'
+                )
+            return data
+        scaling = {} if cpu_target is None else {"metric": "cpu", "target": cpu_target}
+        return {**data, "scaling": scaling}
 
     @field_validator("instance_type")
     @classmethod
@@ -264,6 +275,7 @@ class LabConfig(OutputModel, LabShape):
     subnet_ids: list[Annotated[str, Field(pattern=SUBNET_ID_PATTERN)]] = Field(min_length=2)
     vpc_id: str = Field(pattern=VPC_ID_PATTERN)
     launch_template: LaunchTemplateRef | None = None
+    scaling: Scaling
     # The subnets Prepare left out, with why (their zone does not offer the instance type):
     # the report keeps them, so a run on fewer zones than asked for says so.
     dropped_subnets: dict[str, str] = Field(default_factory=dict)

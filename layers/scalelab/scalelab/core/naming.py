@@ -74,7 +74,7 @@ def resource_names(run_id: str) -> ResourceNames:
         target_group=elb_name(run_id),
         load_balancer=elb_name(run_id),
         auto_scaling_group=f"{PREFIX}{run_id}",
-        scaling_policy=f"{PREFIX}{run_id}-cpu-target",
+        scaling_policy=f"{PREFIX}{run_id}-target-tracking",
     )
 
 

@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -77,6 +78,9 @@ class RunDefaults(EnvModel):
     app_port: int = Field(alias="DEFAULT_APP_PORT")
     health_path: str = Field(alias="DEFAULT_HEALTH_PATH")
     cpu_target_percent: float = Field(alias="DEFAULT_CPU_TARGET_PERCENT")
+    network_in_target_bytes: float = Field(alias="DEFAULT_NETWORK_IN_TARGET_BYTES")
+    network_out_target_bytes: float = Field(alias="DEFAULT_NETWORK_OUT_TARGET_BYTES")
+    request_count_target: float = Field(alias="DEFAULT_REQUEST_COUNT_TARGET")
     subnet_ids: CommaList = Field(alias="DEFAULT_SUBNET_IDS", default_factory=list)
     stress_seconds: int = Field(alias="DEFAULT_STRESS_SECONDS")
     stress_seconds_cap: int = Field(alias="STRESS_SECONDS_CAP", ge=1)
@@ -86,6 +90,13 @@ class RunDefaults(EnvModel):
     poll_seconds: int = Field(alias="DEFAULT_POLL_SECONDS")
     lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
     run_deadlines_cap_seconds: int = Field(alias="RUN_DEADLINES_CAP_SECONDS", ge=3, le=13_800)
+
+
+def defaults_of(info: ValidationInfo) -> RunDefaults:
+    """The run defaults the caller validated with (``context=RunDefaults``)."""
+    if not isinstance(info.context, RunDefaults):
+        raise TypeError("validate the run input with context=RunDefaults (the Prepare function's settings)")
+    return info.context
 
 
 class ProvisionSettings(EnvModel):

@@ -19,6 +19,7 @@ from scalelab.contracts.run import (
     StressConfig,
     TimingConfig,
 )
+from scalelab.contracts.scaling import Scaling
 from scalelab.core.aws import client, error_code
 from scalelab.core.clock import utc_iso
 from scalelab.core.errors import (
@@ -80,7 +81,8 @@ def build_run_config(
     return RunConfig(
         run_id=run_id,
         lab=LabConfig(
-            **lab.model_dump(exclude={"subnet_ids"}),
+            **lab.model_dump(exclude={"subnet_ids", "scaling"}),
+            scaling=Scaling(**lab.scaling.model_dump()),
             subnet_ids=subnet_ids,
             vpc_id=vpc_id,
             dropped_subnets=dropped_subnets or {},

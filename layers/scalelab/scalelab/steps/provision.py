@@ -139,7 +139,7 @@ class Provisioner:
         load_balancer = self.load_balancer(alb_sg)
         listener_arn = self.listener(load_balancer["LoadBalancerArn"], target_group_arn)
         group_name = self.auto_scaling_group(template_id, template_version, target_group_arn)
-        policy_arn = self.scaling_policy(group_name)
+        policy_arn = self.scaling_policy(group_name, load_balancer["LoadBalancerArn"], target_group_arn)
         logger.info("lab provisioned", extra={"load_balancer": load_balancer["DNSName"]})
         return ProvisionResult(
             alb_security_group_id=alb_sg,
@@ -411,19 +411,31 @@ class Provisioner:
         self.autoscaling.enable_metrics_collection(AutoScalingGroupName=name, Granularity="1Minute")
         return name
 
-    def scaling_policy(self, group_name: str) -> str:
-        """Target tracking on average CPU; the policy is part of the group and goes with it."""
+    def scaling_policy(self, group_name: str, load_balancer_arn: str, target_group_arn: str) -> str:
+        """Target tracking on the run's signal; the policy is part of the group and goes with it."""
+        scaling = self.config.lab.scaling
+        metric: dict[str, str] = {"PredefinedMetricType": scaling.spec.predefined_type}
+        if scaling.metric == "request_count":
+            metric["ResourceLabel"] = request_count_label(load_balancer_arn, target_group_arn)
         response = self.autoscaling.put_scaling_policy(
             AutoScalingGroupName=group_name,
             PolicyName=self.names.scaling_policy,
             PolicyType="TargetTrackingScaling",
             TargetTrackingConfiguration={
-                "PredefinedMetricSpecification": {"PredefinedMetricType": "ASGAverageCPUUtilization"},
-                "TargetValue": self.config.lab.cpu_target_percent,
+                "PredefinedMetricSpecification": metric,
+                "TargetValue": scaling.target,
             },
         )
         arn: str = response["PolicyARN"]
         return arn
+
+
+def request_count_label(load_balancer_arn: str, target_group_arn: str) -> str:
+    """ALBRequestCountPerTarget's ResourceLabel: ``app/<lb name>/<lb id>/targetgroup/<tg name>/<tg id>``,
+    the final parts of the two ARNs."""
+    balancer = load_balancer_arn.split(":loadbalancer/", 1)[1]
+    group = target_group_arn.split(":", 5)[5]
+    return f"{balancer}/{group}"
 
 
 def provision_lab(config: RunConfig, settings: ProvisionSettings, table: RunTable) -> ProvisionResult:
