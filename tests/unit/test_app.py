@@ -56,7 +56,7 @@ class FakeImds(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def imds() -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeImds)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -135,8 +135,15 @@ def start_app(imds_endpoint: str, ready_status: int) -> Iterator[App]:
         process.wait(timeout=5)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def running(imds: str) -> Iterator[App]:
+    """One app for the module's tests (each starts in about a second); none changes its state."""
+    yield from start_app(imds, ready_status=200)
+
+
+@pytest.fixture
+def own_app(imds: str) -> Iterator[App]:
+    """An app no other test has used: its memory figures are its own."""
     yield from start_app(imds, ready_status=200)
 
 
@@ -319,12 +326,12 @@ def test_a_streamed_upload_passing_1_mib_is_answered_413_and_no_longer_read(runn
     assert sent < 32 * MIB
 
 
-def test_concurrent_uploads_cost_no_memory_per_byte_uploaded(running: App) -> None:
+def test_concurrent_uploads_cost_no_memory_per_byte_uploaded(own_app: App) -> None:
     """256 uploads of 1 MiB, all in flight at once: an app holding bodies needs 256 MiB more."""
 
     def upload_all_at_once(count: int) -> None:
         body = b"m" * MIB
-        connections = [running.connect() for _ in range(count)]
+        connections = [own_app.connect() for _ in range(count)]
         try:
             for connection in connections:
                 connection.sendall(upload_head(b"Content-Length: %d" % MIB))
@@ -343,11 +350,11 @@ def test_concurrent_uploads_cost_no_memory_per_byte_uploaded(running: App) -> No
 
     # The first uploads grow the heap to its working size, whatever the app does with bodies.
     upload_all_at_once(32)
-    settled = running.peak_memory_kib()
+    settled = own_app.peak_memory_kib()
 
     upload_all_at_once(256)
 
-    grown_mib = (running.peak_memory_kib() - settled) / 1024
+    grown_mib = (own_app.peak_memory_kib() - settled) / 1024
     assert grown_mib < 64, f"the app's peak memory grew by {grown_mib:.0f} MiB for 256 MiB uploaded"
 
 
