@@ -131,17 +131,25 @@ def _rate(
     )
 
 
+def _number(value: float) -> str:
+    """A rate as a person reads it: 4000000, not 4e+06; 0.5 stays 0.5."""
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def _note(scaling: Scaling, aimed: float, planned: float, rate: _Rate, desired_capacity: int) -> str:
-    unit, target = scaling.spec.unit, scaling.target
-    if planned <= target:
+    unit, target = scaling.spec.unit, _number(scaling.target)
+    if planned <= scaling.target:
         return (
-            f"the caps keep the load at {planned:g} {unit}, not above the target {target:g}: "
-            f"no scale-out is expected; raise {rate.cap_name} (now {rate.cap_value:g}) or "
+            f"the caps keep the load at {_number(planned)} {unit}, not above the target {target}: "
+            f"no scale-out is expected; raise {rate.cap_name} (now {_number(rate.cap_value)}) or "
             "LoadRequestsPerSecondCap, or lower the target"
         )
     if planned < aimed * (1 - 1e-9):
-        return f"aimed at {aimed:g} {unit}; the caps allow {planned:g}, still above the target {target:g}"
-    return f"aims at {aimed:g} {unit}, twice the target {target:g}, over {desired_capacity} instances"
+        return (
+            f"aimed at {_number(aimed)} {unit}; the caps allow {_number(planned)}, "
+            f"still above the target {target}"
+        )
+    return f"aims at {_number(aimed)} {unit}, twice the target {target}, over {desired_capacity} instances"
 
 
 def plan_load(
