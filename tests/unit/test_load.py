@@ -316,7 +316,21 @@ def test_answers_that_are_not_2xx_count_as_failed(load_table: LoadTable) -> None
 
     assert measurement.requests_ok == 0
     assert measurement.requests_failed == failing.requests >= 8
+    assert measurement.failures == {"503": failing.requests}
     assert stored_item(3, 1)["requests_failed"] == {"N": str(failing.requests)}
+    assert stored_item(3, 1)["failures"] == {"M": {"503": {"N": str(failing.requests)}}}
+
+
+def test_a_server_that_is_not_there_counts_as_connection_errors(load_table: LoadTable) -> None:
+    gone = Counting()
+    url = gone.url("/home")
+    gone.close()
+
+    measurement = run_worker(worker_event(url, requests_per_second=5.0), load_table)
+
+    assert measurement.requests_ok == 0
+    assert measurement.failures == {"connection_error": measurement.requests_failed}
+    assert measurement.requests_failed >= 4
 
 
 def test_a_worker_after_the_loads_end_sends_nothing_and_records_that(

@@ -89,3 +89,5 @@ class Measurement(OutputModel):
     requests_failed: int
     bytes_sent: int
     bytes_received: int
+    # Why requests failed: an HTTP status, ``timeout`` or ``connection_error``, with its count.
+    failures: dict[str, int] = Field(default_factory=dict)

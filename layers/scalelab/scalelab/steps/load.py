@@ -24,6 +24,7 @@ import http.client
 import math
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import SplitResult, urlsplit
@@ -204,13 +205,24 @@ def plan_load(
 # ---- the worker ------------------------------------------------------------------------------
 
 
-def _send_once(url: SplitResult, method: str, body: bytes | None, timeout: float) -> tuple[bool, int]:
-    """One request, bounded by ``timeout`` whatever the server does: (answered 2xx, bytes received)."""
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+
+
+def _send_once(url: SplitResult, method: str, body: bytes | None, timeout: float) -> tuple[str, int]:
+    """One request, bounded by ``timeout`` whatever the server does: (its HTTP status, or
+    ``timeout`` or ``connection_error``; the bytes received)."""
     target = url.path or "/"
     if url.query:
         target = f"{target}?{url.query}"
     connection = DeadlineConnection(url.hostname or "", url.port or 80, time.monotonic() + timeout)
-    watchdog = threading.Timer(timeout, connection.cut)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        connection.cut()
+
+    watchdog = threading.Timer(timeout, expire)
     watchdog.daemon = True
     watchdog.start()
     received = 0
@@ -226,9 +238,11 @@ def _send_once(url: SplitResult, method: str, body: bytes | None, timeout: float
             if not chunk:
                 break
             received += len(chunk)
-        return 200 <= response.status < 300, received
+        return (TIMEOUT if expired.is_set() else str(response.status)), received
+    except TimeoutError:
+        return TIMEOUT, received
     except (OSError, http.client.HTTPException):
-        return False, received
+        return (TIMEOUT if expired.is_set() else CONNECTION_ERROR), received
     finally:
         watchdog.cancel()
         with contextlib.suppress(OSError):
@@ -250,15 +264,19 @@ def run_worker(event: WorkerEvent, table: LoadTable) -> Measurement:
     url = urlsplit(event.url)
     body = b"\0" * event.transfer_bytes if event.method == "POST" else None
     interval = 1.0 / event.requests_per_second
-    ok = failed = sent = received = 0
+    ok = sent = received = 0
+    failures: Counter[str] = Counter()
     next_at = started
     while next_at < stop_at:
         pause = next_at - time.monotonic()
         if pause > 0:
             time.sleep(pause)
         timeout = min(REQUEST_TIMEOUT_SECONDS, max(stop_at - time.monotonic(), 0.5))
-        answered, got = _send_once(url, event.method, body, timeout)
-        ok, failed = (ok + 1, failed) if answered else (ok, failed + 1)
+        outcome, got = _send_once(url, event.method, body, timeout)
+        if outcome.isdigit() and 200 <= int(outcome) < 300:
+            ok += 1
+        else:
+            failures[outcome] += 1
         sent += len(body) if body is not None else 0
         received += got
         # Paced from the round's start: a slow answer is not made up for with a burst.
@@ -273,9 +291,10 @@ def run_worker(event: WorkerEvent, table: LoadTable) -> Measurement:
         ended_at=utc_iso(ended_wall),
         seconds=round(time.monotonic() - started, 3),
         requests_ok=ok,
-        requests_failed=failed,
+        requests_failed=sum(failures.values()),
         bytes_sent=sent,
         bytes_received=received,
+        failures=dict(failures),
     )
     table.put_measurement(measurement, ended_wall)
     logger.info("load round", extra=measurement.model_dump(mode="json"))
