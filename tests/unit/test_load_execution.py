@@ -10,10 +10,11 @@ from typing import Any
 import boto3
 import pytest
 
+from scalelab.contracts.base import parse_event
 from scalelab.contracts.resources import Kind, ResourceRef
 from scalelab.contracts.scaling import Scaling
 from scalelab.contracts.stress import StartStressEvent, StopStressEvent
-from scalelab.core.errors import ForeignCommand
+from scalelab.core.errors import ForeignCommand, InvalidInput
 from scalelab.core.naming import RUN_TAG
 from scalelab.core.settings import JanitorSettings, LoadSettings
 from scalelab.steps.janitor import sweep
@@ -182,3 +183,24 @@ def test_the_sweep_stops_a_load_its_ledger_no_longer_lists(
 
     assert status(arn) == "ABORTED"
     assert ResourceRef(kind=Kind.LOAD_EXECUTION, id=arn) in [removed.resource for removed in result.removed]
+
+
+def test_a_load_without_the_load_balancer_is_refused_naming_what_to_give() -> None:
+    event = {
+        "run_id": RUN,
+        "auto_scaling_group_name": GROUP,
+        "duration_seconds": 600,
+        "scaling": {"metric": "network_out", "target": 5_000_000},
+    }
+
+    with pytest.raises(InvalidInput, match="a network_out load is sent through the load balancer: give "):
+        parse_event(event, StartStressEvent, "StartStress event")
+
+
+def test_stop_stress_refuses_an_arn_that_is_no_execution() -> None:
+    with pytest.raises(InvalidInput, match="load_execution_arn"):
+        parse_event(
+            {"run_id": RUN, "load_execution_arn": "arn:aws:states:us-east-1:123456789012:stateMachine:x"},
+            StopStressEvent,
+            "StopStress event",
+        )
