@@ -277,7 +277,8 @@ def run_worker(event: WorkerEvent, table: LoadTable) -> Measurement:
             ok += 1
         else:
             failures[outcome] += 1
-        sent += len(body) if body is not None else 0
+        # A body is sent once connected (a connection refused or never made sent none).
+        sent += len(body) if body is not None and outcome != CONNECTION_ERROR else 0
         received += got
         # Paced from the round's start: a slow answer is not made up for with a burst.
         next_at = max(next_at + interval, time.monotonic())
