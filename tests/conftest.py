@@ -145,6 +145,9 @@ def account() -> Iterator[None]:
         undo()
 
 
+LOAD_STATE_MACHINE_ARN = f"arn:aws:states:{REGION}:123456789012:stateMachine:scalelab-LoadStateMachine-TEST"
+
+
 def physical_ids() -> dict[str, str]:
     """What CloudFormation would give the functions for the template's own resources."""
     return {
@@ -154,6 +157,7 @@ def physical_ids() -> dict[str, str]:
         "InstanceProfile.Arn": f"arn:aws:iam::123456789012:instance-profile/{INSTANCE_PROFILE_NAME}",
         # Ref of a state machine is its ARN.
         "LabStateMachine": f"arn:aws:states:{REGION}:123456789012:stateMachine:scalelab-LabStateMachine-TEST",
+        "LoadStateMachine": LOAD_STATE_MACHINE_ARN,
     }
 
 

@@ -1,4 +1,5 @@
-"""StartStress: send the CPU burn to the lab's InService instances (adapter over steps.stress)."""
+"""StartStress: send the CPU burn to the lab's InService instances, or start the load state machine
+for a network or request signal (adapter over steps.stress)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ from scalelab.contracts.base import parse_event
 from scalelab.contracts.stress import StartStressEvent, StartStressResult
 from scalelab.core.aws import name_transient_errors
 from scalelab.core.observability import logger, tracer
-from scalelab.core.settings import TableSettings
+from scalelab.core.settings import LoadSettings, TableSettings
 from scalelab.steps.stress import start_stress
 from scalelab.store.idempotency import run_table_persistence
+from scalelab.store.runs import RunTable
 
-PERSISTENCE = run_table_persistence(TableSettings.from_env())
+TABLE_SETTINGS = TableSettings.from_env()
+PERSISTENCE = run_table_persistence(TABLE_SETTINGS)
+LOAD = LoadSettings.from_env()
+RUNS = RunTable(TABLE_SETTINGS)
 # A retried invocation (a Lambda timeout, a lost response, the state machine's
-# Retry) returns the first command instead of sending a second burn.
+# Retry) returns the first command or load instead of starting a second.
 IDEMPOTENCY = IdempotencyConfig(
     event_key_jmespath="[run_id, auto_scaling_group_name]", expires_after_seconds=6 * 3600
 )
@@ -31,7 +36,7 @@ IDEMPOTENCY = IdempotencyConfig(
     output_serializer=PydanticSerializer(model=StartStressResult),
 )
 def start_once(request: StartStressEvent) -> StartStressResult:
-    return start_stress(request)
+    return start_stress(request, LOAD, RUNS)
 
 
 @logger.inject_lambda_context(clear_state=True)

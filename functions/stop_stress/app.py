@@ -1,4 +1,4 @@
-"""StopStress: cancel the stress command if it still runs (adapter over steps.stress)."""
+"""StopStress: cancel the stress command, or stop the load, if it still runs (adapter over steps.stress)."""
 
 from __future__ import annotations
 

@@ -216,11 +216,14 @@ class Emulator:
     """Start, deploy, and stop the emulated account; one per process at a time."""
 
     def __init__(self, parameters: dict[str, str] | None = None, port: int | None = None) -> None:
-        # A cleanup pass a second apart; a sweep may touch any run that has ended.
+        # A cleanup pass a second apart; a sweep may touch any run that has ended. A load round
+        # of a real second: the template's minute at the world's default speed is a fraction of
+        # it, and a stopped load's last worker still runs out its round (rehearse.load_parameters).
         self.parameters = {
             "ScheduleEnabled": "false",
             "CleanupPollSeconds": "1",
             "JanitorGraceSeconds": "0",
+            "LoadRoundSeconds": "1",
             **(parameters or {}),
         }
         self.port = port or free_port()

@@ -34,6 +34,10 @@ DEADLINE_PARAMETERS = {
     "new_instance_healthy_within_seconds": "NewInstanceHealthyWithinSeconds",
 }
 MIN_DEADLINE_SECONDS = 8
+# The load generator's round is scaled the same way: the world counts the load's requests in a
+# world minute's real window, so a round of the template's minute is 60 / speed real seconds,
+# and at least the Parameter's MinValue.
+LOAD_ROUND_PARAMETER = "LoadRoundSeconds"
 # Besides the deadlines: Prepare, Provision, Judge and Teardown, in real seconds.
 EXECUTION_SLACK_SECONDS = 120.0
 REPORTS_DIR = ROOT / ".rehearsal" / "reports"
@@ -81,6 +85,13 @@ def rehearsal_input(speed: float = DEFAULT_SPEED) -> dict[str, Any]:
             for field, name in DEADLINE_PARAMETERS.items()
         },
     }
+
+
+def load_parameters(speed: float = DEFAULT_SPEED) -> dict[str, str]:
+    """The template Parameters of the load generator at ``speed``: its round in real seconds."""
+    spec = read_template()["Parameters"][LOAD_ROUND_PARAMETER]
+    seconds = max(int(spec["MinValue"]), math.ceil(int(spec["Default"]) / speed))
+    return {LOAD_ROUND_PARAMETER: str(seconds)}
 
 
 def merged_input(
@@ -258,7 +269,7 @@ def rehearse(
     started = time.monotonic()
     chosen = scenario_named(scenario)
     speed = speed or DEFAULT_SPEED
-    with Emulator() as emulator, World(emulator, chosen, speed) as world:
+    with Emulator(load_parameters(speed)) as emulator, World(emulator, chosen, speed) as world:
         run = merged_input(run_input, speed, world.run_input)
         if timeout_seconds is None:
             timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)

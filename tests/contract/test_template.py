@@ -11,8 +11,8 @@ import pytest
 from tests.support.iam import render, transformed_template
 from tests.support.template import ROOT, function_ids, resource, template
 
-# The lab's workflow, and the cleanup of runs whose execution ended abnormally.
-STATE_MACHINES = ["LabStateMachine", "CleanupStateMachine"]
+# The lab's workflow, the cleanup of runs whose execution ended abnormally, and the load generator.
+STATE_MACHINES = ["LabStateMachine", "CleanupStateMachine", "LoadStateMachine"]
 
 
 def state_machine_definition(logical_id: str = "LabStateMachine") -> tuple[dict[str, Any], dict[str, Any]]:
@@ -64,11 +64,21 @@ def test_every_function_the_asl_names_exists_in_the_template(logical_id: str) ->
             assert value["Fn::GetAtt"][0] in function_ids(), name
 
 
+def every_state(states: dict[str, Any]) -> dict[str, Any]:
+    """The states, with those of every Map's item processor (and Parallel's branches) among them."""
+    found = dict(states)
+    for state in states.values():
+        processor = state.get("ItemProcessor") or state.get("Iterator")
+        for inner in [processor] if processor else state.get("Branches", []):
+            found.update(every_state(inner["States"]))
+    return found
+
+
 @pytest.mark.parametrize("logical_id", STATE_MACHINES)
 def test_every_task_retries_transient_lambda_errors(logical_id: str) -> None:
     definition, _ = state_machine_definition(logical_id)
 
-    for name, state in definition["States"].items():
+    for name, state in every_state(definition["States"]).items():
         if state["Type"] == "Task":
             errors = {error for retry in state["Retry"] for error in retry["ErrorEquals"]}
             if "sns:publish" in state["Resource"]:
@@ -79,6 +89,40 @@ def test_every_task_retries_transient_lambda_errors(logical_id: str) -> None:
                     "Lambda.TooManyRequestsException",
                     "AwsTransientError",
                 } <= errors, name
+
+
+def test_the_load_goes_on_when_a_worker_fails_and_ends_after_its_last_round() -> None:
+    definition, _ = state_machine_definition("LoadStateMachine")
+    states = definition["States"]
+    round_state = states[definition["StartAt"]]
+    workers = round_state["ItemProcessor"]["States"]
+    worker = workers[round_state["ItemProcessor"]["StartAt"]]
+
+    # A worker's every failure, after its retries, becomes a recorded result, not the Map's failure.
+    assert [catch["ErrorEquals"] for catch in worker["Catch"]] == [["States.ALL"]]
+    failed = workers[worker["Catch"][0]["Next"]]
+    assert failed["Type"] == "Pass"
+    assert failed.get("End") is True
+    assert {"error.$", "cause.$", "worker.$", "round.$"} <= set(failed["Parameters"])
+    # The workers at once are the plan's, which LoadWorkersCap bounds.
+    assert round_state["Type"] == "Map"
+    assert round_state["MaxConcurrencyPath"] == "$.plan.workers"
+    # Every round leads to the check of the last round, which ends the execution.
+    check = states[round_state["Next"]]
+    assert {catch["Next"] for catch in round_state["Catch"]} == {round_state["Next"]}
+    assert check["Choices"] == [
+        {"Variable": "$.round", "NumericGreaterThanEqualsPath": "$.plan.last_round", "Next": "LoadDone"}
+    ]
+    assert states["LoadDone"]["Type"] == "Succeed"
+    assert states[check["Default"]]["Next"] == definition["StartAt"]
+    assert definition["TimeoutSeconds"] <= 14_400
+
+
+def test_the_load_state_machine_may_invoke_only_its_worker() -> None:
+    policies = resource("LoadStateMachine")["Properties"]["Policies"]
+    invokes = [policy["LambdaInvokePolicy"] for policy in policies if "LambdaInvokePolicy" in policy]
+
+    assert invokes == [{"FunctionName": {"Ref": "LoadWorkerFunction"}}]
 
 
 def _successors(state: dict[str, Any]) -> set[str]:

@@ -75,6 +75,8 @@ class Case:
     # (deployed function name, event) -> the fault to raise, or None.
     fault: Callable[[str, Any], Exception | None] | None = None
     stop_in: str | None = None  # stop the execution when this state's Lambda starts
+    # Or when a call of a function satisfies this: (deployed function name, event) -> stop now.
+    stop_when: Callable[[Emulator, str, Any], bool] | None = None
     stop_entering: str | None = None  # stop it as the interpreter enters this state, before its work
     stop_waiting: bool = False  # stop it while AwaitScaleOut waits for its task token, as a person would
     releasing: bool = False  # a security group's first deletion fails: AWS is still releasing its ENIs
@@ -174,13 +176,17 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
             return found
 
         def stop(function: str, event: Any) -> None:
-            target, which = _function(emulator, case.stop_in or "")
-            if function == target and which(event) and not stops:
+            if case.stop_when is not None:
+                now = case.stop_when(emulator, function, event)
+            else:
+                target, which = _function(emulator, case.stop_in or "")
+                now = function == target and which(event)
+            if now and not stops:
                 stops.append(time.time())
                 emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="fault matrix")
 
         runtime.faults = fault
-        if case.stop_in:
+        if case.stop_in or case.stop_when:
             runtime.listeners.append(stop)
         entering = (
             _stopping_on_entering(emulator, arn, case.stop_entering, stops)
@@ -190,7 +196,10 @@ def run_case(emulator: Emulator) -> Callable[[Case], dict[str, Any]]:
         releasing = _security_groups_still_releasing(injected) if case.releasing else nullcontext()
         try:
             with World(emulator, case.scenario, case.speed, seed=case.seed) as world, entering, releasing:
-                run_input = merged_input({"lab": {"name": name}, **case.run_input}, scenario=world.run_input)
+                run_input = merged_input(
+                    {**case.run_input, "lab": {**case.run_input.get("lab", {}), "name": name}},
+                    scenario=world.run_input,
+                )
                 start_execution(emulator, run_input, name)
                 watcher = _stop_once_waiting(emulator, arn, stops) if case.stop_waiting else None
                 description = wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)
@@ -226,6 +235,12 @@ def assert_nothing_left(emulator: Emulator, outcome: dict[str, Any]) -> None:
     TALLY.left.extend(left)
     assert left == []
     assert table_items(emulator, "LOCK") == []
+    # No load keeps running after a run ends: executions take no tags, so they are asked for.
+    assert emulator.stack is not None
+    loads = emulator.client("stepfunctions").list_executions(
+        stateMachineArn=emulator.stack.outputs["LoadStateMachineArn"], statusFilter="RUNNING"
+    )["executions"]
+    assert loads == []
     for record in table_items(emulator, "RUN"):
         assert record["status"]["S"] in ENDED_STATUSES, record
         assert record.get("reason", {}).get("S") or record["status"]["S"] == "passed", record
@@ -450,3 +465,71 @@ def test_labs_at_once_one_failing_in_provision_leave_nothing(emulator: Emulator)
     assert injected
     assert statuses == {labs[0]: "SUCCEEDED", failing: "FAILED", labs[2]: "SUCCEEDED"}
     assert_nothing_left(emulator, {"swept": swept})
+
+
+# ---- the load generator (a request_count run: the load state machine instead of the SSM burn) ----
+
+REQUEST_COUNT = {"lab": {"scaling": {"metric": "request_count"}}}
+
+
+def _load_executions(emulator: Emulator) -> list[dict[str, Any]]:
+    assert emulator.stack is not None
+    found: list[dict[str, Any]] = emulator.client("stepfunctions").list_executions(
+        stateMachineArn=emulator.stack.outputs["LoadStateMachineArn"]
+    )["executions"]
+    return found
+
+
+def _load_history(emulator: Emulator) -> list[dict[str, Any]]:
+    (load,) = _load_executions(emulator)
+    return history(emulator, load["executionArn"])
+
+
+def _worker(emulator: Emulator) -> str:
+    assert emulator.stack is not None
+    return emulator.stack.resources["LoadWorkerFunction"]
+
+
+def test_a_load_worker_failing_leaves_the_load_going_and_the_run_ending_with_nothing_left(
+    run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
+) -> None:
+    worker = _worker(emulator)
+
+    def fault(function: str, _event: Any) -> Exception | None:
+        return RuntimeError("injected fault in a load worker") if function == worker else None
+
+    outcome = run_case(Case("load-worker-fails", PASS, fault=fault, run_input=REQUEST_COUNT))
+
+    assert outcome["faults"] >= 1
+    assert outcome["status"] in {"SUCCEEDED", "FAILED"}
+    entered = _entered(outcome)
+    assert entered.index("StartStress") < entered.index("Judge") < entered.index("Teardown")
+    load = _load_history(emulator)
+    # Each failed worker became a recorded result, and the load went on to another round.
+    failed = [
+        event for event in load if event.get("stateEnteredEventDetails", {}).get("name") == "WorkerFailed"
+    ]
+    rounds = [event for event in load if event.get("stateEnteredEventDetails", {}).get("name") == "Round"]
+    assert failed
+    assert len(rounds) >= 2
+    assert (_load_executions(emulator)[0]["status"]) in {"ABORTED", "SUCCEEDED"}
+    assert_nothing_left(emulator, outcome)
+
+
+def _loading(emulator: Emulator, function: str, event: Any) -> bool:
+    """A load worker of a second round starts: the load has been running a while."""
+    return function == _worker(emulator) and isinstance(event, dict) and event.get("round", 0) >= 1
+
+
+def test_stopping_the_run_mid_load_stops_the_load_and_leaves_nothing(
+    run_case: Callable[[Case], dict[str, Any]], emulator: Emulator
+) -> None:
+    outcome = run_case(Case("stop-mid-load", PASS, stop_when=_loading, run_input=REQUEST_COUNT))
+
+    assert outcome["stops"] == 1
+    assert outcome["status"] == "ABORTED"
+    (load,) = _load_executions(emulator)
+    # The cleanup state machine's teardown stopped it (the run never reached StopStress).
+    assert "StopStress" not in _entered(outcome)
+    assert load["status"] == "ABORTED"
+    assert_nothing_left(emulator, outcome)

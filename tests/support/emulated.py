@@ -13,10 +13,14 @@ SETTLE_DEADLINE_SECONDS = 120.0
 
 
 def settle(emulator: Emulator) -> None:
-    """Wait until no lab or cleanup execution runs and no Lambda is still busy."""
+    """Wait until no lab, load or cleanup execution runs and no Lambda is still busy."""
     assert emulator.stack is not None
     sfn = emulator.client("stepfunctions")
-    machines = [emulator.stack.outputs["StateMachineArn"], emulator.stack.outputs["CleanupStateMachineArn"]]
+    machines = [
+        emulator.stack.outputs["StateMachineArn"],
+        emulator.stack.outputs["CleanupStateMachineArn"],
+        emulator.stack.outputs["LoadStateMachineArn"],
+    ]
     deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
     while time.monotonic() < deadline:
         running = [

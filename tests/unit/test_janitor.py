@@ -27,6 +27,7 @@ from tests.unit.conftest import PrepareRun
 
 RUN = "jan-0001"
 STATE_MACHINE_NAME = "scalelab-LabStateMachine-TEST"
+LOAD_STATE_MACHINE_NAME = "scalelab-LoadStateMachine-TEST"
 
 
 @pytest.fixture
@@ -39,11 +40,19 @@ def settings(account: None) -> JanitorSettings:
         ),
         roleArn="arn:aws:iam::123456789012:role/scalelab-test",
     )
+    load = boto3.client("stepfunctions").create_state_machine(
+        name=LOAD_STATE_MACHINE_NAME,
+        definition=json.dumps(
+            {"StartAt": "Wait", "States": {"Wait": {"Type": "Wait", "Seconds": 3600, "End": True}}}
+        ),
+        roleArn="arn:aws:iam::123456789012:role/scalelab-test",
+    )
     return JanitorSettings(
         state_machine_arn=created["stateMachineArn"],
         grace_seconds=0,
         cleanup_poll_seconds=1,
         lock_lease_seconds=14_400,
+        load_state_machine_arn=load["stateMachineArn"],
     )
 
 

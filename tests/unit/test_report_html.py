@@ -12,13 +12,17 @@ import boto3
 import pytest
 
 from scalelab.contracts.judge import JudgeEvent, Verdict
+from scalelab.contracts.load import Measurement
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.run import RunConfig
+from scalelab.contracts.scaling import Scaling
 from scalelab.core.clock import utc_iso
-from scalelab.core.settings import ConfigurationError, ReportSettings
-from scalelab.steps.report_html import Evidence, gather, publish_report, render_page
+from scalelab.core.settings import ConfigurationError, LoadSettings, ReportSettings, TableSettings
+from scalelab.steps.load import plan_load
+from scalelab.steps.report_html import Evidence, gather, load_rates, publish_report, render_page
 from scalelab.steps.teardown import teardown_lab
 from scalelab.store.items import LoggedEvent, RemovedResource, RunRecord
+from scalelab.store.load import LoadTable
 from scalelab.store.runs import RunTable
 from tests.unit.test_verdict import BUCKET, T0, at, full_run, judge
 
@@ -273,3 +277,59 @@ def test_the_diagnosis_is_a_heading_and_a_preformatted_block_each(
         "npm ERR! missing script",
     ]
     assert 'id="diagnosis"' not in render_page({"diagnosis": []}, verdict_for(run), run, Evidence())
+
+
+def test_the_load_the_generator_measured_is_drawn_round_by_round(
+    config: RunConfig, lab: ProvisionResult, run_table: RunTable
+) -> None:
+    state = full_run(config, lab)
+    plan = plan_load(
+        run_id=RUN,
+        scaling=Scaling(metric="request_count", target=600),
+        desired_capacity=2,
+        base_url="http://scalelab-report-0001.us-east-1.elb.amazonaws.com",
+        health_path="/home",
+        duration_seconds=600,
+        settings=LoadSettings(
+            LOAD_STATE_MACHINE_ARN="arn:aws:states:us-east-1:123456789012:stateMachine:load",
+            LOAD_REQUESTS_PER_SECOND_CAP=100,
+            LOAD_BYTES_PER_SECOND_CAP=5_000_000,
+            LOAD_WORKERS_CAP=10,
+            LOAD_ROUND_SECONDS=60,
+        ),
+        now=T0 + 160,
+    )
+    state["stress"] = {"command_id": None, "instance_ids": ["a", "b"], "started_at": at(160), "load": plan}
+    run = JudgeEvent.model_validate(state)
+    table = LoadTable(TableSettings.from_env())
+    # Two rounds of two workers: 20 requests a second in the first, 15 (and 3 failed) in the second.
+    for round_index, ok, failed in ((0, 1200, 0), (1, 900, 180)):
+        for worker in (0, 1):
+            table.put_measurement(
+                Measurement(
+                    run_id=RUN,
+                    metric="request_count",
+                    round=round_index,
+                    worker=worker,
+                    started_at=at(160 + 60 * round_index),
+                    ended_at=at(220 + 60 * round_index),
+                    seconds=60.0,
+                    requests_ok=ok // 2,
+                    requests_failed=failed // 2,
+                    bytes_sent=0,
+                    bytes_received=17 * ok // 2,
+                ),
+                T0,
+            )
+
+    evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
+    rates = load_rates(run, evidence.load)
+    page = render_page({}, verdict_for(run), run, evidence)
+
+    assert [(round(value, 3)) for _, value in rates["requests/s answered 2xx"]] == [20.0, 15.0]
+    assert [(round(value, 3)) for _, value in rates["requests/s failed"]] == [0.0, 3.0]
+    load = page.split('<figure id="load">', 1)[1].split("</figure>", 1)[0]
+    assert "planned 40 requests/s" in load
+    assert load.count('class="line reactive nofill"') >= 2
+    assert 'id="load-list"' in page
+    assert "twice the target 600" in page

@@ -256,7 +256,12 @@ def test_stop_of_a_finished_command_is_harmless(
 def test_stop_of_an_unknown_command_is_harmless(still_running: Callable[[str], None]) -> None:
     result = stop_stress(StopStressEvent(run_id=RUN, command_id=UNKNOWN_COMMAND))
 
-    assert result.model_dump() == {"command_id": UNKNOWN_COMMAND, "cancelled": False, "status": "NotFound"}
+    assert result.model_dump() == {
+        "command_id": UNKNOWN_COMMAND,
+        "cancelled": False,
+        "status": "NotFound",
+        "load_execution_arn": None,
+    }
 
 
 def test_stop_of_a_command_that_vanishes_before_the_cancel_is_harmless(
@@ -338,7 +343,12 @@ def test_the_stop_sample_event_is_harmless_in_an_account_without_it(
 
     result = stop_app.lambda_handler(event, lambda_context)
 
-    assert result == {"command_id": event["command_id"], "cancelled": False, "status": "NotFound"}
+    assert result == {
+        "command_id": event["command_id"],
+        "cancelled": False,
+        "status": "NotFound",
+        "load_execution_arn": None,
+    }
 
 
 # ---- the script, run for real ---------------------------------------------------------

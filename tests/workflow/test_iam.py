@@ -81,9 +81,11 @@ class Statement:
         return f"{self.role} {self.policy}#{self.label} ({', '.join(self.actions)})"
 
 
-def _run(emulator: Emulator, scenario: str, lab: str) -> None:
+def _run(emulator: Emulator, scenario: str, lab: str, lab_input: dict[str, Any] | None = None) -> None:
     with World(emulator, scenario_named(scenario), DEFAULT_SPEED) as world:
-        arn = start_execution(emulator, merged_input({"lab": {"name": lab}}, scenario=world.run_input))
+        arn = start_execution(
+            emulator, merged_input({"lab": {"name": lab, **(lab_input or {})}}, scenario=world.run_input)
+        )
         # Collecting the outcome opens the notification's link to the HTML report, as its reader
         # would: a pre-signed URL is used with PublishReport's permissions.
         collect(emulator, arn, wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS), time.monotonic())
@@ -143,6 +145,36 @@ def _run_leaving_resources_then_sweep(emulator: Emulator) -> None:
     assert result["removed"], result
 
 
+REQUEST_COUNT = {"scaling": {"metric": "request_count"}}
+
+
+def _run_stopped_mid_load(emulator: Emulator) -> None:
+    """A request_count run stopped while its load runs: the cleanup's teardown stops the load
+    (StartStress's, the load machine's, the workers' and the teardown's calls for a load)."""
+    assert emulator.stack is not None
+    assert emulator.runtime is not None
+    worker = emulator.stack.resources["LoadWorkerFunction"]
+    lab = "iam-stopped-mid-load"
+    arn = f"{emulator.stack.outputs['StateMachineArn'].replace(':stateMachine:', ':execution:')}:{lab}"
+    stopped: list[bool] = []
+
+    def stop(function: str, event: Any) -> None:
+        if function == worker and isinstance(event, dict) and event.get("round", 0) >= 1 and not stopped:
+            stopped.append(True)
+            emulator.client("stepfunctions").stop_execution(executionArn=arn, cause="a person stops it")
+
+    emulator.runtime.listeners.append(stop)
+    try:
+        with World(emulator, scenario_named("pass"), DEFAULT_SPEED) as world:
+            run = merged_input({"lab": {"name": lab, **REQUEST_COUNT}}, scenario=world.run_input)
+            start_execution(emulator, run, lab)
+            assert wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)["status"] == "ABORTED"
+            settle(emulator)
+    finally:
+        emulator.runtime.listeners.remove(stop)
+    assert stopped
+
+
 def _role_arn(emulator: Emulator, logical_id: str) -> str:
     assert emulator.stack is not None
     return f"arn:aws:iam::{ACCOUNT}:role/{emulator.stack.resources[logical_id]}"
@@ -163,6 +195,10 @@ def recording() -> Iterator[Recording]:
             _run(emulator, scenario, f"iam-{index}")
         _run_with_the_scale_out_meeting_in_order(emulator, event_first=True)
         _run_with_the_scale_out_meeting_in_order(emulator, event_first=False)
+        # The load generator of the network and request signals, stopped by StopStress, and by
+        # the cleanup when the run is stopped mid-load.
+        _run(emulator, "pass", "iam-request-count", REQUEST_COUNT)
+        _run_stopped_mid_load(emulator)
         _run_leaving_resources_then_sweep(emulator)
         assert emulator.iam is not None
         assert emulator.stack is not None

@@ -493,8 +493,8 @@ def on_execution(request: ApiRequest) -> list[Check]:
     return [Check(f"states:{request.operation}", str(request.params.get("executionArn", "")), {})]
 
 
-def start_execution(request: ApiRequest) -> list[Check]:
-    return [Check("states:StartExecution", str(request.params.get("stateMachineArn", "")), {})]
+def on_state_machine(request: ApiRequest) -> list[Check]:
+    return [Check(f"states:{request.operation}", str(request.params.get("stateMachineArn", "")), {})]
 
 
 def invoke(request: ApiRequest) -> list[Check]:
@@ -602,7 +602,9 @@ RULES: dict[tuple[str, str], Callable[[ApiRequest], list[Check]]] = {
     ("ssm", "GetParameter"): get_parameter,
     ("ssm", "SendCommand"): send_command,
     ("states", "DescribeExecution"): on_execution,
-    ("states", "StartExecution"): start_execution,
+    ("states", "StopExecution"): on_execution,
+    ("states", "StartExecution"): on_state_machine,
+    ("states", "ListExecutions"): on_state_machine,
     ("lambda", "Invoke"): invoke,
     ("s3", "PutObject"): put_object,
     ("s3", "GetObject"): get_object,

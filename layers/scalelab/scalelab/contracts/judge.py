@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator
 
 from scalelab.contracts.base import OutputModel, TimestampText
 from scalelab.contracts.diagnosis import Finding
+from scalelab.contracts.load import LoadPlan
 from scalelab.contracts.provision import ProvisionResult
 from scalelab.contracts.run import RunConfig
 from scalelab.contracts.scaleout import MAX_QUOTED_LAUNCHES, UnsuccessfulLaunch
@@ -44,9 +45,18 @@ class ProbeSummary(OutputModel):
 
 
 class StressSummary(OutputModel):
-    command_id: str
+    # Empty for a network or request signal, whose load is the load state machine's
+    # (``load_execution_arn``, planned as ``load``), not an SSM command.
+    command_id: str = ""
     started_at: TimestampText
     instance_ids: list[str] = Field(default_factory=list)
+    load_execution_arn: str | None = None
+    load: LoadPlan | None = None
+
+    @field_validator("command_id", mode="before")
+    @classmethod
+    def _no_command_for_a_load(cls, value: object) -> object:
+        return "" if value is None else value
 
 
 class ScaleOutSummary(OutputModel):

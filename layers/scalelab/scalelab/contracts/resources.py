@@ -19,6 +19,8 @@ class Kind(StrEnum):
     LOAD_BALANCER = "load_balancer"
     LISTENER = "listener"
     AUTO_SCALING_GROUP = "auto_scaling_group"
+    # The load state machine's execution (its ARN) of a network or request signal; it has no tags.
+    LOAD_EXECUTION = "load_execution"
     # An instance outside any group (its group is gone): found by the janitor, never in a ledger.
     INSTANCE = "instance"
 

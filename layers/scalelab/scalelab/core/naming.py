@@ -34,6 +34,9 @@ class ResourceNames(BaseModel):
     auto_scaling_group: str
     # Unique per run: two labs' policies never share a name, in any account.
     scaling_policy: str
+    # The load state machine's execution (network and request signals). Executions cannot be
+    # tagged: this name, derived from the run id, is how teardown and the janitor know it.
+    load_execution: str
 
 
 def _digest(text: str, length: int = 8) -> str:
@@ -75,7 +78,24 @@ def resource_names(run_id: str) -> ResourceNames:
         load_balancer=elb_name(run_id),
         auto_scaling_group=f"{PREFIX}{run_id}",
         scaling_policy=f"{PREFIX}{run_id}-target-tracking",
+        load_execution=load_execution_name(run_id),
     )
+
+
+LOAD_EXECUTION_SUFFIX = "-load"
+
+
+def load_execution_name(run_id: str) -> str:
+    """At most 78 characters (a run id has at most 64): within Step Functions' 80."""
+    return f"{PREFIX}{run_id}{LOAD_EXECUTION_SUFFIX}"
+
+
+def run_of_load_execution(execution_name: str) -> str | None:
+    """The run id a load execution's name was derived from, or None for any other name."""
+    if not (execution_name.startswith(PREFIX) and execution_name.endswith(LOAD_EXECUTION_SUFFIX)):
+        return None
+    run_id = execution_name[len(PREFIX) : -len(LOAD_EXECUTION_SUFFIX)]
+    return run_id or None
 
 
 def run_tags(run_id: str, lab_name: str) -> dict[str, str]:

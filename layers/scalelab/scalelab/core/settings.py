@@ -118,6 +118,22 @@ class JanitorSettings(EnvModel):
     # The cleanup state machine waits this long between teardown passes.
     cleanup_poll_seconds: int = Field(alias="CLEANUP_POLL_SECONDS", ge=1, le=3600)
     lock_lease_seconds: int = Field(alias="LOCK_LEASE_SECONDS", ge=60)
+    # Load executions cannot be tagged: the sweep lists this machine's running executions instead.
+    load_state_machine_arn: str = Field(
+        alias="LOAD_STATE_MACHINE_ARN", pattern=r"^arn:aws[a-z-]*:states:.+:stateMachine:.+"
+    )
+
+
+class LoadSettings(EnvModel):
+    """The load state machine and the caps on the load it runs (StartStress); each a template Parameter."""
+
+    state_machine_arn: str = Field(
+        alias="LOAD_STATE_MACHINE_ARN", pattern=r"^arn:aws[a-z-]*:states:.+:stateMachine:.+"
+    )
+    requests_per_second_cap: float = Field(alias="LOAD_REQUESTS_PER_SECOND_CAP", gt=0, le=10_000)
+    bytes_per_second_cap: float = Field(alias="LOAD_BYTES_PER_SECOND_CAP", gt=0, le=1_000_000_000)
+    workers_cap: int = Field(alias="LOAD_WORKERS_CAP", ge=1, le=100)
+    round_seconds: int = Field(alias="LOAD_ROUND_SECONDS", ge=1, le=600)
 
 
 # The probe's function has a 120 s Lambda timeout. The requests may use 100 s of it;

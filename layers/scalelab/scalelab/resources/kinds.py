@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from scalelab.contracts.resources import Kind, ResourceRef
 from scalelab.core.aws import client, error_code
-from scalelab.core.naming import RUN_TAG, tag_dict
+from scalelab.core.naming import RUN_TAG, run_of_load_execution, tag_dict
 
 Tags = dict[str, str]
 
@@ -92,6 +92,29 @@ def _security_group_tags(group_id: str) -> Tags | None:
     return tag_dict(groups[0].get("Tags")) if groups else None
 
 
+# A load execution is stopped with this error, so its history says who stopped it.
+LOAD_STOPPED_ERROR = "scalelab.LoadStopped"
+
+
+def execution_name_of(arn: str) -> str:
+    """``arn:aws:states:<region>:<account>:execution:<state machine>:<name>`` -> ``<name>``."""
+    return arn.rsplit(":", 1)[-1]
+
+
+def _load_execution_tags(arn: str) -> Tags | None:
+    """Executions take no tags: a RUNNING one is the run's whose load name it carries; an ended
+    one is gone, as far as teardown is concerned (it costs nothing more)."""
+    described = client("stepfunctions").describe_execution(executionArn=arn)
+    if described["status"] != "RUNNING":
+        return None
+    run_id = run_of_load_execution(execution_name_of(arn))
+    return {RUN_TAG: run_id} if run_id else {}
+
+
+def stop_load_execution(arn: str, cause: str = "the run's teardown stopped its load") -> None:
+    client("stepfunctions").stop_execution(executionArn=arn, error=LOAD_STOPPED_ERROR, cause=cause)
+
+
 # ---- the registry -----------------------------------------------------------------------------
 
 _SECURITY_GROUP_NOT_FOUND = frozenset({"InvalidGroup.NotFound", "InvalidGroupId.Malformed"})
@@ -152,6 +175,14 @@ def _untagged_api_kind(
 # last, the instances' group before the load balancer's, which it references. Creation is
 # the reverse.
 TEARDOWN_ORDER: tuple[KindSpec, ...] = (
+    # The load first: it would otherwise send into a load balancer being deleted.
+    _untagged_api_kind(
+        Kind.LOAD_EXECUTION,
+        _load_execution_tags,
+        stop_load_execution,
+        not_found=frozenset({"ExecutionDoesNotExist"}),
+        still_releasing=frozenset(),
+    ),
     _untagged_api_kind(
         Kind.AUTO_SCALING_GROUP,
         _group_tags,

@@ -5,9 +5,10 @@ an EventBridge rule starts when a lab execution ends ABORTED, TIMED_OUT or
 FAILED: it notes on the run record how the execution ended (the state machine
 then loops the teardown function). ``sweep`` runs on a schedule: it finds every
 resource tagged ``scalelab:run`` (through the Resource Groups Tagging API, and
-the EC2 and Auto Scaling APIs for instances and groups), so what a ledger
-missed is found too, and removes those of runs that have ended and are older
-than the grace period. Only resources whose tag names a run recorded in this
+the EC2 and Auto Scaling APIs for instances and groups) and the load state
+machine's running executions (which take no tag), so what a ledger missed is
+found too, and removes those of runs that have ended and are older than the
+grace period. Only resources whose tag names a run recorded in this
 stack's table are touched, and each deletion checks the tag again.
 """
 
@@ -18,9 +19,9 @@ import time
 from botocore.exceptions import ClientError
 
 from scalelab.contracts.janitor import CloseResult, RunResource, SweepProblem, SweepResult
-from scalelab.contracts.resources import ResourceRef
+from scalelab.contracts.resources import Kind, ResourceRef
 from scalelab.core.aws import client, error_code
-from scalelab.core.naming import run_id_from_execution
+from scalelab.core.naming import run_id_from_execution, run_of_load_execution
 from scalelab.core.observability import logger
 from scalelab.core.settings import JanitorSettings
 from scalelab.resources.discovery import tagged_by_run
@@ -74,11 +75,31 @@ def still_running(record: RunRecord, settings: JanitorSettings, now: float) -> b
     return bool(described["status"] == "RUNNING")
 
 
+def running_loads(load_state_machine_arn: str) -> list[tuple[str, ResourceRef]]:
+    """The load state machine's RUNNING executions, by the run their name was derived from: they
+    carry no tag, so the Tagging API never lists them."""
+    pages = (
+        client("stepfunctions")
+        .get_paginator("list_executions")
+        .paginate(stateMachineArn=load_state_machine_arn, statusFilter="RUNNING")
+    )
+    loads = []
+    for page in pages:
+        for execution in page["executions"]:
+            run_id = run_of_load_execution(execution["name"])
+            if run_id is not None:
+                loads.append((run_id, ResourceRef(kind=Kind.LOAD_EXECUTION, id=execution["executionArn"])))
+    return loads
+
+
 def sweep(table: RunTable, settings: JanitorSettings, now: float | None = None) -> SweepResult:
     """Remove what ended runs left behind, and release the locks they still hold."""
     now = time.time() if now is None else now
     result = SweepResult(removed=[], could_not_remove=[], skipped=[], locks_released=[])
-    for run_id, resources in sorted(tagged_by_run().items()):
+    found = tagged_by_run()
+    for run_id, load in running_loads(settings.load_state_machine_arn):
+        found.setdefault(run_id, set()).add(load)
+    for run_id, resources in sorted(found.items()):
         reason = _why_not_sweep(table.load_run(run_id), settings, now)
         if reason is not None:
             result.skipped.append(f"{run_id}: {reason}")

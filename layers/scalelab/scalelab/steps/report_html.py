@@ -35,8 +35,9 @@ from scalelab.core.observability import logger
 from scalelab.core.settings import ReportSettings
 from scalelab.steps.verdict import notification
 from scalelab.store.items import LoggedEvent, RunRecord
+from scalelab.store.load import StoredMeasurement
 from scalelab.store.runs import RunTable
-from scalelab.store.table import EVENT_SK_PREFIX, run_partition
+from scalelab.store.table import EVENT_SK_PREFIX, LOAD_SK_PREFIX, run_partition
 
 # Group metrics (EnableMetricsCollection, Granularity 1Minute) and the instances' detailed
 # monitoring both come in one-minute datapoints: a shorter period has nothing more to show.
@@ -55,6 +56,8 @@ class Evidence:
     metrics_note: str | None = None
     events: list[LoggedEvent] = field(default_factory=list)
     record: RunRecord | None = None
+    # What the load generator's workers measured, round by round (network and request signals).
+    load: list[StoredMeasurement] = field(default_factory=list)
 
 
 # ---- gathering -------------------------------------------------------------------------------
@@ -127,7 +130,14 @@ def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
             )
     events = table.table.query(run_partition(run.config.run_id), EVENT_SK_PREFIX, LoggedEvent)
     record = table.load_run(run.config.run_id)
-    return Evidence(in_service=in_service, cpu=cpu, metrics_note=note, events=events, record=record)
+    load = (
+        table.table.query(run_partition(run.config.run_id), LOAD_SK_PREFIX, StoredMeasurement)
+        if run.stress is not None and run.stress.load is not None
+        else []
+    )
+    return Evidence(
+        in_service=in_service, cpu=cpu, metrics_note=note, events=events, record=record, load=load
+    )
 
 
 # ---- the timeline picture --------------------------------------------------------------------
@@ -301,6 +311,76 @@ def group_chart(run: JudgeEvent, evidence: Evidence, judged_at: datetime, end: f
     return _svg(chart)
 
 
+def load_rates(run: JudgeEvent, measurements: Sequence[StoredMeasurement]) -> dict[str, Points]:
+    """Each round's rate as the workers measured it, summed over the round's workers, at the
+    round's end: requests per second (answered 2xx, failed) and, for a network load, bytes per second."""
+    rounds: dict[int, list[StoredMeasurement]] = {}
+    for measurement in measurements:
+        rounds.setdefault(measurement.round, []).append(measurement)
+    rates: dict[str, Points] = {"requests/s answered 2xx": [], "requests/s failed": []}
+    metric = run.stress.load.metric if run.stress is not None and run.stress.load is not None else ""
+    moved = {"network_in": "bytes/s sent", "network_out": "bytes/s received"}.get(metric)
+    if moved:
+        rates[moved] = []
+    for _round, workers in sorted(rounds.items()):
+        at = max(as_utc(datetime.fromisoformat(worker.ended_at)) for worker in workers)
+        per_second = [(worker, max(worker.seconds, 0.001)) for worker in workers]
+        rates["requests/s answered 2xx"].append((at, sum(w.requests_ok / s for w, s in per_second)))
+        rates["requests/s failed"].append((at, sum(w.requests_failed / s for w, s in per_second)))
+        if moved:
+            field_of = "bytes_sent" if metric == "network_in" else "bytes_received"
+            rates[moved].append((at, sum(getattr(w, field_of) / s for w, s in per_second)))
+    return rates
+
+
+def load_chart(run: JudgeEvent, evidence: Evidence, end: float) -> str:
+    """The load as its generator measured it, on the timeline's axis; empty for the cpu burn."""
+    if run.stress is None or run.stress.load is None:
+        return ""
+    origin = as_utc(datetime.fromisoformat(run.config.started_at))
+    plan = run.stress.load
+    rates = load_rates(run, evidence.load)
+    bytes_series = [name for name in rates if name.startswith("bytes")]
+    chart = pygal.XY(
+        **{**CHART, "show_dots": True},
+        height=360,
+        title=(
+            f"The load ({plan.metric}): as the generator measured it; planned {plan.requests_per_second:.3g} "
+            "requests/s" + (f", {plan.bytes_per_second:.3g} bytes/s" if plan.bytes_per_second else "")
+        ),
+        y_title="requests per second",
+        xrange=(0, end),
+    )
+    for name, points in rates.items():
+        chart.add(
+            name + (" (right axis)" if name in bytes_series else ""),
+            [(_seconds(moment, origin), value) for moment, value in points],
+            secondary=name in bytes_series,
+            stroke_style={"width": "2px"},
+        )
+    rows = (
+        (
+            measurement.round,
+            measurement.worker,
+            _seconds(measurement.ended_at, origin),
+            measurement.seconds,
+            measurement.requests_ok,
+            measurement.requests_failed,
+            measurement.bytes_sent,
+            measurement.bytes_received,
+        )
+        for measurement in evidence.load
+    )
+    listed = _table(
+        ("round", "worker", "ended at (s)", "seconds", "2xx", "failed", "bytes sent", "bytes received"),
+        rows,
+        "load-list",
+    )
+    return f'<figure id="load">{_svg(chart)}</figure>\n<p class="note">{_e(plan.note)}</p>\n' + (
+        listed if evidence.load else '<p class="note">No load worker recorded a round.</p>'
+    )
+
+
 # ---- the page --------------------------------------------------------------------------------
 
 CSS = """
@@ -427,6 +507,7 @@ def render_page(report: dict[str, Any], verdict: Verdict, run: JudgeEvent, evide
 <section id="timeline"><h2>Timeline</h2>
 <figure id="phases">{phases_chart(bars, end)}</figure>
 <figure id="group">{group_chart(run, evidence, judged_at, end)}</figure>
+{load_chart(run, evidence, end)}
 {note}
 {_table(("phase", "from (s)", "to (s)"), ((bar.title, bar.start, bar.end) for bar in bars), "phase-list")}
 <h3>Auto Scaling events</h3>

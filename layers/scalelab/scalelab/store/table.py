@@ -8,6 +8,7 @@ One DynamoDB table holds everything of a run and of a lab (partition key
 | ``RUN#<run id>``  | ``RUN``            | the run record, with its resource ledger          |
 | ``RUN#<run id>``  | ``EVENT#<id>``     | one Auto Scaling event of the run's group         |
 | ``RUN#<run id>``  | ``SCALEOUT_WAIT``  | the scale-out wait's task token and its claim     |
+| ``RUN#<run id>``  | ``LOAD#<r>#<w>``   | what load worker w measured in round r            |
 | ``LAB#<lab>``     | ``LOCK``           | the lab's lock, a lease naming the run holding it |
 | Powertools' own   | its own            | idempotency records (``store.idempotency``)       |
 
@@ -35,6 +36,7 @@ RUN_SK = "RUN"
 LOCK_SK = "LOCK"
 WAITER_SK = "SCALEOUT_WAIT"
 EVENT_SK_PREFIX = "EVENT#"
+LOAD_SK_PREFIX = "LOAD#"
 
 ItemT = TypeVar("ItemT", bound=BaseModel)
 
