@@ -18,8 +18,9 @@ from scalelab.core.clock import utc_iso
 from scalelab.core.settings import ConfigurationError, ReportSettings
 from scalelab.steps.report_html import Evidence, gather, publish_report, render_page
 from scalelab.steps.teardown import teardown_lab
-from scalelab.store.items import LoggedEvent, RemovedResource, RunRecord
+from scalelab.store.items import RemovedResource, RunRecord
 from scalelab.store.runs import RunTable
+from scalelab.store.scaleout import LoggedEvent
 from tests.unit.test_verdict import BUCKET, T0, at, full_run, judge
 
 RUN = "report-0001"
