@@ -7,9 +7,13 @@ boto3`` and one client (DynamoDB, the run table every handler uses). For each of
 handler times ``import app`` as Lambda's runtime does it: the function's folder
 first on ``sys.path``, then the layer (``sam build``'s ``ScalelabLayer/python``
 in ``--build-dir`` when it exists, otherwise ``layers/scalelab`` from the
-source tree), then the interpreter's own packages; with the function's deployed
+source tree), then the standard library, and the interpreter's own packages only for the source
+tree (the built layer has every dependency, as in Lambda); with the function's deployed
 environment (its ``Environment`` after the rehearsal's deploy, and the variables
 Lambda itself sets, so Powertools' Tracer is on, as with ``Tracing: Active``).
+Lambda's runtime has neither awscrt nor pyOpenSSL, which botocore and urllib3 import
+when they find them (this checkout's development environment has both, for moto): the child
+hides them, else they add about 50 ms to boto3's side and to every handler's alike.
 Only the import is timed, inside the process, so interpreter start-up is not
 counted for either. Each handler's figure is the median of its per-round
 ratios (handler / boto3 and one client of the same round), which cancels what
@@ -42,12 +46,16 @@ YARDSTICK_SERVICE = "dynamodb"
 _CHILD = """
 import sys, time
 sys.path[:0] = {path!r}
+for absent in {absent!r}:
+    sys.modules[absent] = None
 started, cpu = time.perf_counter(), time.process_time()
 {body}
 print(time.perf_counter() - started, time.process_time() - cpu)
 """
 _YARDSTICK = f"import boto3\nboto3.client({YARDSTICK_SERVICE!r})"
 _HANDLER = "import app\napp.lambda_handler"
+# In this checkout's environment, not in Lambda's runtime (see the docstring).
+NOT_IN_LAMBDA = ("awscrt", "OpenSSL")
 
 
 @dataclass(frozen=True)
@@ -78,19 +86,24 @@ def deployed_functions() -> list[Function]:
     return sorted(functions, key=lambda function: function.name)
 
 
-def layer_path(build_dir: Path) -> tuple[Path, str]:
+def layer_path(build_dir: Path) -> tuple[list[str], str]:
+    """The layer's folder and, for the source tree, the interpreter's packages after it (the
+    layer's dependencies come from there); the built layer has every dependency, as in Lambda."""
     built = build_dir / "ScalelabLayer" / "python"
     if built.is_dir():
-        return built, f"the built layer ({built.relative_to(ROOT) if built.is_relative_to(ROOT) else built})"
+        shown = built.relative_to(ROOT) if built.is_relative_to(ROOT) else built
+        return [str(built)], f"the built layer ({shown}), without this interpreter's packages"
+    packages = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     return (
-        ROOT / "layers" / "scalelab",
-        "the source tree (layers/scalelab; run `make build` for the built layer)",
+        [str(ROOT / "layers" / "scalelab"), *packages],
+        "the source tree (layers/scalelab, then this interpreter's packages; "
+        "run `make build` for the built layer)",
     )
 
 
 def _seconds(path: list[str], body: str, environment: dict[str, str]) -> tuple[float, float]:
     """Wall and CPU seconds of ``body`` in a fresh interpreter with ``path`` first on sys.path."""
-    script = _CHILD.format(path=path, body=body)
+    script = _CHILD.format(path=path, body=body, absent=NOT_IN_LAMBDA)
     finished = subprocess.run(  # noqa: S603 - this interpreter and our own script, no shell
         [sys.executable, "-I", "-S", "-c", script],
         env=environment,
@@ -119,9 +132,6 @@ def main(argv: list[str] | None = None) -> int:
 
     out = sys.stdout
     layer, layer_text = layer_path(args.build_dir)
-    # The interpreter's own packages (site-packages too: in the source tree the layer's
-    # dependencies come from there), after the function and the layer, as in Lambda.
-    packages = [sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
     functions = deployed_functions()
     base = {
         "PATH": os.environ.get("PATH", ""),
@@ -142,9 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     yardstick: list[tuple[float, float]] = []
     imports: dict[str, list[tuple[float, float]]] = {function.name: [] for function in functions}
     for _ in range(args.pairs):
-        yardstick.append(_seconds([str(layer), *packages], _YARDSTICK, base))
+        yardstick.append(_seconds(layer, _YARDSTICK, base))
         for function in functions:
-            path = [str(function.code_dir), str(layer), *packages]
+            path = [str(function.code_dir), *layer]
             imports[function.name].append(_seconds(path, _HANDLER, {**base, **function.environment}))
 
     def median(figures: list[tuple[float, float]], which: int) -> float:

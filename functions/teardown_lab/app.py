@@ -7,7 +7,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from scalelab.contracts.base import parse_event
-from scalelab.contracts.run import RunRef
+from scalelab.contracts.teardown import RunRef
 from scalelab.core.aws import name_transient_errors
 from scalelab.core.observability import logger, tracer
 from scalelab.core.settings import TableSettings

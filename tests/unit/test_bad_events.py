@@ -15,7 +15,8 @@ from aws_lambda_powertools.utilities.parser import BaseModel
 from scalelab.contracts.base import parse_event
 from scalelab.contracts.judge import JudgeEvent
 from scalelab.contracts.run import PrepareEvent, RunConfig
-from scalelab.contracts.scaleout import AutoScalingEvent, AwaitScaleOutEvent
+from scalelab.contracts.scaleout import AwaitScaleOutEvent
+from scalelab.contracts.scaling_event import AutoScalingEvent
 from scalelab.contracts.targets import CheckTargetsEvent
 from scalelab.core.errors import InvalidInput
 from scalelab.core.settings import RunDefaults

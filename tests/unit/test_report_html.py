@@ -21,9 +21,10 @@ from scalelab.core.settings import ConfigurationError, LoadSettings, ReportSetti
 from scalelab.steps.load import plan_load
 from scalelab.steps.report_html import Evidence, gather, load_rates, publish_report, render_page
 from scalelab.steps.teardown import teardown_lab
-from scalelab.store.items import LoggedEvent, RemovedResource, RunRecord
+from scalelab.store.items import RemovedResource, RunRecord
 from scalelab.store.load import LoadTable
 from scalelab.store.runs import RunTable
+from scalelab.store.scaleout import LoggedEvent
 from tests.unit.test_verdict import BUCKET, T0, at, full_run, judge
 
 RUN = "report-0001"

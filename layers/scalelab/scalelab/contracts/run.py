@@ -345,9 +345,3 @@ class RunConfig(OutputModel):
                 "returned, unchanged"
             )
         return value
-
-
-class RunRef(OutputModel):
-    """The least a step needs to find a run: its id (teardown, janitor)."""
-
-    run_id: RunId

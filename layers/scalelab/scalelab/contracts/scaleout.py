@@ -6,7 +6,6 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_pascal
 
@@ -151,17 +150,6 @@ class AutoScalingDetail(ScalingActivity):
         """The zone the launch was in (``Details``), or "" when the activity does not say."""
         zone = self.details.get("Availability Zone")
         return _as_data(zone)[:ZONE_MAX] if isinstance(zone, str) else ""
-
-
-class AutoScalingEvent(EventBridgeModel):
-    """An EventBridge event from Auto Scaling with its detail typed."""
-
-    model_config = ConfigDict(defer_build=True)  # as every contract (contracts/base.py)
-
-    # EventBridge's id is a UUID; the bound keeps the run log's sort key within DynamoDB's 1024 bytes.
-    id: str = Field(min_length=1, max_length=128)
-    time: Timestamp
-    detail: AutoScalingDetail
 
 
 class AwaitScaleOutResult(OutputModel):

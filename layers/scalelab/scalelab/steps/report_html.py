@@ -34,9 +34,10 @@ from scalelab.core.errors import InvalidInput, ReportNotFound
 from scalelab.core.observability import logger
 from scalelab.core.settings import ReportSettings
 from scalelab.steps.verdict import notification
-from scalelab.store.items import LoggedEvent, RunRecord
+from scalelab.store.items import RunRecord
 from scalelab.store.load import StoredMeasurement
 from scalelab.store.runs import RunTable
+from scalelab.store.scaleout import LoggedEvent
 from scalelab.store.table import EVENT_SK_PREFIX, LOAD_SK_PREFIX, run_partition
 
 # Group metrics (EnableMetricsCollection, Granularity 1Minute) and the instances' detailed

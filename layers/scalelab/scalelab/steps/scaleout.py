@@ -30,15 +30,14 @@ import json
 import re
 import time
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
 from botocore.exceptions import ClientError
 
 from scalelab.contracts.base import RUN_ID_PATTERN, parse_event
 from scalelab.contracts.scaleout import (
     MAX_QUOTED_LAUNCHES,
     AutoScalingDetail,
-    AutoScalingEvent,
     AwaitScaleOutEvent,
     AwaitScaleOutResult,
     CheckScaleInEvent,
@@ -59,8 +58,12 @@ from scalelab.core.clock import utc_iso
 from scalelab.core.errors import InvalidInput, NoScaleIn, NoScaleOut, ScaleOutFailed, ScaleOutTooSlow
 from scalelab.core.naming import PREFIX
 from scalelab.core.observability import logger
-from scalelab.store.items import LoggedEvent, Waiter
-from scalelab.store.scaleout import ScaleOutTable
+from scalelab.store.scaleout import LoggedEvent, ScaleOutTable, Waiter
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parser.models import EventBridgeModel
+
+    from scalelab.contracts.scaling_event import AutoScalingEvent
 
 SOURCE = "aws.autoscaling"
 LAUNCH_SUCCESSFUL = "EC2 Instance Launch Successful"
@@ -283,6 +286,9 @@ def on_scaling_event(
         return IgnoredScalingEvent(
             ignored=f"detail-type {event.detail_type!r} is not a launch or a termination"
         )
+    # Imported here: Powertools' EventBridgeModel is built at import, and only OnScalingEvent needs it.
+    from scalelab.contracts.scaling_event import AutoScalingEvent  # noqa: PLC0415
+
     scaling = parse_event(event.model_dump(by_alias=True), AutoScalingEvent, "Auto Scaling event")
     group = scaling.detail.auto_scaling_group_name
     run_id = run_id_of_group(group)

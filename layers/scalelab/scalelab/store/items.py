@@ -1,13 +1,11 @@
-"""The run table's items, as pydantic models (the key schema is in ``store.table``)."""
+"""The run table's items, as pydantic models (the key schema is in ``store.table``); the scale-out's
+event log and waiter are with their owner, ``store.scaleout``, which only its steps import."""
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from scalelab.contracts.resources import Kind
-from scalelab.contracts.scaleout import ScalingActivity, WaitOutcome
 from scalelab.store.table import LOCK_SK
 
 
@@ -58,50 +56,3 @@ class LabLock(Item):
     @property
     def lab_name(self) -> str:
         return self.pk.removeprefix("LAB#")
-
-
-class LoggedEvent(ScalingActivity, Item):
-    """``RUN#<run id>`` / ``EVENT#<event id>``: one Auto Scaling event, logged once per EventBridge id."""
-
-    event_id: str
-    detail_type: str
-    time: datetime
-    availability_zone: str = ""
-
-    @property
-    def launched_at(self) -> datetime:
-        """When the launch began: the activity's StartTime, else the event's time."""
-        return self.start_time or self.time
-
-
-class StoredEvent(LoggedEvent):
-    """A logged event with its key, its run and its expiry, as written."""
-
-    pk: str
-    sk: str
-    run_id: str
-    recorded_at: int
-    expires_at: int
-
-
-class Waiter(Item):
-    """``RUN#<run id>`` / ``SCALEOUT_WAIT``: the task token waiting for the scale-out, and its claim."""
-
-    task_token: str
-    auto_scaling_group_name: str
-    stress_started_at: datetime
-    # The group when the stress began: a scale-out launches another instance, beyond this capacity.
-    instances_before: list[str]
-    desired_capacity: int
-    # The event that claimed the waiter, and once Step Functions has been told, when and how.
-    completed_by: str | None = None
-    completed_at: int | None = None
-    outcome: WaitOutcome | None = None
-
-    @property
-    def claimed(self) -> bool:
-        return self.completed_by is not None
-
-    @property
-    def finished(self) -> bool:
-        return self.completed_at is not None

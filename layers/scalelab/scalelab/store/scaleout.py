@@ -5,18 +5,66 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from scalelab.contracts.scaleout import AwaitScaleOutEvent, WaitOutcome
+from scalelab.contracts.scaleout import AwaitScaleOutEvent, ScalingActivity, WaitOutcome
 from scalelab.core.observability import logger
 from scalelab.core.settings import TableSettings
-from scalelab.store.items import LoggedEvent, StoredEvent, Waiter
+from scalelab.store.items import Item
 from scalelab.store.table import EVENT_SK_PREFIX, Table, event_key, run_partition, waiter_key
 
 # Attributes of a claim, removed whole when a new token replaces the waiter.
 CLAIM_ATTRIBUTES = (
     "completed_by, claimed_at, completed_at, outcome, task_output, task_error, task_cause, stale_code"
 )
+
+
+class LoggedEvent(ScalingActivity, Item):
+    """``RUN#<run id>`` / ``EVENT#<event id>``: one Auto Scaling event, logged once per EventBridge id."""
+
+    event_id: str
+    detail_type: str
+    time: datetime
+    availability_zone: str = ""
+
+    @property
+    def launched_at(self) -> datetime:
+        """When the launch began: the activity's StartTime, else the event's time."""
+        return self.start_time or self.time
+
+
+class StoredEvent(LoggedEvent):
+    """A logged event with its key, its run and its expiry, as written."""
+
+    pk: str
+    sk: str
+    run_id: str
+    recorded_at: int
+    expires_at: int
+
+
+class Waiter(Item):
+    """``RUN#<run id>`` / ``SCALEOUT_WAIT``: the task token waiting for the scale-out, and its claim."""
+
+    task_token: str
+    auto_scaling_group_name: str
+    stress_started_at: datetime
+    # The group when the stress began: a scale-out launches another instance, beyond this capacity.
+    instances_before: list[str]
+    desired_capacity: int
+    # The event that claimed the waiter, and once Step Functions has been told, when and how.
+    completed_by: str | None = None
+    completed_at: int | None = None
+    outcome: WaitOutcome | None = None
+
+    @property
+    def claimed(self) -> bool:
+        return self.completed_by is not None
+
+    @property
+    def finished(self) -> bool:
+        return self.completed_at is not None
 
 
 class ScaleOutTable:
