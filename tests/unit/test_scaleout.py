@@ -748,7 +748,7 @@ def test_a_scale_out_no_event_reported_is_found_in_the_scaling_activities(
     check = _deadline_check(lab, datetime.now(UTC) - timedelta(minutes=5))
     alarm = (
         "At 2026-01-15T10:03:55Z a monitor alarm TargetTracking-x-AlarmHigh in state ALARM triggered "
-        f"policy {RUN}-cpu-target changing the desired capacity from 2 to 3."
+        f"policy {RUN}-target-tracking changing the desired capacity from 2 to 3."
     )
     with moto_fixes.capacity_cause(alarm):
         boto3.client("autoscaling").set_desired_capacity(
@@ -770,7 +770,7 @@ def test_a_scale_out_after_a_failed_launch_names_its_zone_and_aws_reason(
     unsupported = "Your requested instance type (t3.micro) is not supported in your requested zone."
     alarm = (
         "At 2026-01-15T10:03:55Z a monitor alarm TargetTracking-x-AlarmHigh in state ALARM triggered "
-        f"policy {RUN}-cpu-target changing the desired capacity from 2 to 3."
+        f"policy {RUN}-target-tracking changing the desired capacity from 2 to 3."
     )
     moto_fixes.record_activity(
         _group(lab.auto_scaling_group_name),
