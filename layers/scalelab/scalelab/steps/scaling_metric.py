@@ -91,4 +91,4 @@ def metric_source(scaling: Scaling, group_name: str, target_group_arn: str) -> M
 
 def target_group_dimension(target_group_arn: str) -> str:
     """CloudWatch's TargetGroup dimension: the ARN's final portion, ``targetgroup/<name>/<id>``."""
-    return target_group_arn.split(":", 5)[5]
+    return target_group_arn.split(":", 5)[-1]
