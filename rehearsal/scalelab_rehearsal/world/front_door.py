@@ -189,6 +189,9 @@ class FrontDoor:
         route = self._route(host)
         if len(route) == 2:  # the load balancer answers itself: no target saw the request
             status, body = route
+            # The load balancer reads the request before it answers; a client still sending its
+            # body would otherwise see the connection reset instead of the 503.
+            _drain(handler, limit=LOAD_MAX_BYTES)
             _respond_json(handler, status, body)
             return
         balancer_arn, group_arn, expected_path, healthy = route
