@@ -158,12 +158,35 @@ def put_scaling_policy(self: AutoScalingBackend, **arguments: Any) -> FakeScalin
     return policy
 
 
+# The metric each predefined type's alarms watch: namespace, name, statistic. The three group
+# metrics by AutoScalingGroupName, RequestCountPerTarget by TargetGroup (its only valid statistic
+# is Sum, which for it is the average per target: ELB's "CloudWatch metrics for your Application
+# Load Balancer").
+_ALARM_METRICS = {
+    "ASGAverageCPUUtilization": ("AWS/EC2", "CPUUtilization", "Average"),
+    "ASGAverageNetworkIn": ("AWS/EC2", "NetworkIn", "Average"),
+    "ASGAverageNetworkOut": ("AWS/EC2", "NetworkOut", "Average"),
+    "ALBRequestCountPerTarget": ("AWS/ApplicationELB", "RequestCountPerTarget", "Sum"),
+}
+
+
 def _target_tracking_alarms(backend: AutoScalingBackend, policy: FakeScalingPolicy) -> list[dict[str, str]]:
     """AlarmHigh (3 of 3 one-minute datapoints above the target) and AlarmLow (15 of 15 below 90 % of
-    it), as target tracking makes them for a predefined CPU metric."""
+    it), as target tracking makes them for the policy's predefined metric."""
     cloudwatch = cloudwatch_backends[backend.account_id][backend.region_name]
-    target = float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
+    configuration = policy.target_tracking_configuration.__dict__
+    target = float(configuration.get("TargetValue", 50.0))
     group = policy.auto_scaling_group_name
+    predefined = configuration.get("PredefinedMetricSpecification") or {}
+    metric_type = predefined.get("PredefinedMetricType", "ASGAverageCPUUtilization")
+    namespace, metric_name, statistic = _ALARM_METRICS.get(
+        metric_type, _ALARM_METRICS["ASGAverageCPUUtilization"]
+    )
+    dimensions = [{"Name": "AutoScalingGroupName", "Value": group}]
+    if metric_type == "ALBRequestCountPerTarget":
+        # The label is app/<lb>/<id>/targetgroup/<tg>/<id>: the dimension is its target group part.
+        label = str(predefined.get("ResourceLabel", ""))
+        dimensions = [{"Name": "TargetGroup", "Value": "targetgroup/" + label.partition("/targetgroup/")[2]}]
     alarms = []
     for kind, operator, periods, threshold in (
         ("AlarmHigh", "GreaterThanThreshold", 3, target),
@@ -172,16 +195,16 @@ def _target_tracking_alarms(backend: AutoScalingBackend, policy: FakeScalingPoli
         name = f"TargetTracking-{group}-{kind}-{uuid.uuid4()}"
         alarm = cloudwatch.put_metric_alarm(
             name=name,
-            namespace="AWS/EC2",
-            metric_name="CPUUtilization",
+            namespace=namespace,
+            metric_name=metric_name,
             comparison_operator=operator,
             evaluation_periods=periods,
             datapoints_to_alarm=periods,
             period=60,
             threshold=threshold,
-            statistic="Average",
+            statistic=statistic,
             description=f"DO NOT EDIT OR DELETE. For TargetTrackingScaling policy {policy.arn}.",
-            dimensions=[{"Name": "AutoScalingGroupName", "Value": group}],
+            dimensions=dimensions,
             alarm_actions=[policy.arn],
         )
         alarm.state_value = "INSUFFICIENT_DATA"

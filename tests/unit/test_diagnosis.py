@@ -22,6 +22,7 @@ from scalelab.contracts.run import RunConfig
 from scalelab.core.clock import utc_iso
 from scalelab.core.settings import ReportSettings
 from scalelab.steps import diagnosis
+from scalelab.steps.provision import provision_lab
 from scalelab.steps.verdict import judge_run
 from scalelab.store.runs import RunTable
 
@@ -138,7 +139,7 @@ def test_no_scale_out_reads_the_alarm_its_history_the_activities_the_cpu_and_the
     assert cpu[0] == "highest one-minute average: 10.0 % (1 datapoint)"
     assert any(line.startswith(f"{instances[0]}: Undeliverable") for line in stress)
     assert found.summary == (
-        "the group's average CPU reached at most 10.0 % (target 50.0 %); "
+        "the group's average CPU reached at most 10.0 % (target 50 % average CPU); "
         f"the stress is not known to have run on 1/2 instances ({instances[0]} Undeliverable)"
     )
 
@@ -343,3 +344,76 @@ def test_a_diagnosis_that_breaks_is_a_finding_and_the_verdict_still_comes(
     assert [f.model_dump() for f in verdict.diagnosis] == [
         {"title": "Diagnosis", "lines": ["the diagnosis failed: RuntimeError: a bug in a new kind"]}
     ]
+
+
+# The run's own metric in the diagnosis of a run that did not scale out: the metric, the dimensions
+# it is published under, the values put (one minute), and what the diagnosis says of them.
+SIGNALS: dict[str, tuple[float, str, str, list[float], str, str]] = {
+    "network_in": (
+        2_000_000,
+        "AWS/EC2",
+        "NetworkIn",
+        [900_000.0, 1_100_000.0],  # two instances' bytes: the group's average is 1,000,000
+        "Bytes",
+        "The group's average network in reached at most 1,000,000 bytes in a minute "
+        "(target 2,000,000 bytes received per instance per minute)",
+    ),
+    "network_out": (
+        3_000_000,
+        "AWS/EC2",
+        "NetworkOut",
+        [2_500_000.0],
+        "Bytes",
+        "The group's average network out reached at most 2,500,000 bytes in a minute "
+        "(target 3,000,000 bytes sent per instance per minute)",
+    ),
+    "request_count": (
+        600,
+        "AWS/ApplicationELB",
+        "RequestCountPerTarget",
+        [240.0, 60.0],  # one minute's Sum: 300 requests per target
+        "Count",
+        "The target group's requests per target reached at most 300 requests in a minute "
+        "(target 600 requests per target per minute)",
+    ),
+}
+
+
+@pytest.mark.parametrize("metric", list(SIGNALS))
+def test_no_scale_out_reports_the_peak_of_the_runs_own_metric_beside_its_target(
+    metric: str, prepare: Any, provision_settings: Any, run_table: RunTable
+) -> None:
+    target, namespace, name, values, unit, summary = SIGNALS[metric]
+    config = prepare(
+        f"diagnosis-{metric.replace('_', '-')}", {"lab": {"scaling": {"metric": metric, "target": target}}}
+    )
+    lab = provision_lab(config, provision_settings, run_table)
+    instances = register(lab)
+    dimension = (
+        {"Name": "TargetGroup", "Value": lab.target_group_arn.split(":", 5)[5]}
+        if metric == "request_count"
+        else {"Name": "AutoScalingGroupName", "Value": lab.auto_scaling_group_name}
+    )
+    boto3.client("cloudwatch").put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {"MetricName": name, "Dimensions": [dimension], "Value": v, "Unit": unit} for v in values
+        ],
+    )
+    command = boto3.client("ssm").send_command(
+        InstanceIds=instances, DocumentName="AWS-RunShellScript", Parameters={"commands": ["true"]}
+    )["Command"]["CommandId"]
+    stress = {
+        "command_id": command,
+        "started_at": utc_iso((datetime.now(UTC) - timedelta(minutes=2)).timestamp()),
+        "instance_ids": instances,
+    }
+
+    found = diagnosis.diagnose(_state(config, lab, stress=stress), "scale_out")
+
+    titles = [finding.title for finding in found.findings]
+    title = summary.split(" reached", 1)[0]
+    assert f"{title} (CloudWatch {name})" in titles
+    (policy_lines,) = [f.lines for f in found.findings if f.title.startswith("Scaling policy")]
+    assert policy_lines[0].endswith(f": {config.lab.scaling.spec.predefined_type}, target {float(target)}")
+    assert (title[0].lower() + summary[1:]) in found.summary

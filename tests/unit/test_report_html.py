@@ -19,6 +19,7 @@ from scalelab.contracts.scaling import Scaling
 from scalelab.core.clock import utc_iso
 from scalelab.core.settings import ConfigurationError, LoadSettings, ReportSettings, TableSettings
 from scalelab.steps.load import plan_load
+from scalelab.steps.provision import provision_lab
 from scalelab.steps.report_html import Evidence, gather, load_rates, publish_report, render_page
 from scalelab.steps.teardown import teardown_lab
 from scalelab.store.items import RemovedResource, RunRecord
@@ -190,7 +191,7 @@ def test_the_group_metrics_and_the_event_log_are_read_for_the_picture(
     evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
 
     assert [value for _, value in evidence.in_service] == [2, 2, 2, 2, 3]
-    assert [value for _, value in evidence.cpu] == [3, 60, 100, 100, 70]
+    assert [value for _, value in evidence.metric] == [3, 60, 100, 100, 70]
     assert evidence.metrics_note is None
     assert evidence.record is not None
     assert evidence.record.resources["auto_scaling_group"] == lab.auto_scaling_group_name
@@ -200,6 +201,42 @@ def test_the_group_metrics_and_the_event_log_are_read_for_the_picture(
     assert group.count('class="line reactive nofill"') >= 3
 
 
+def test_the_picture_draws_the_runs_own_metric_with_its_target(
+    prepare: Any, provision_settings: Any, run_table: RunTable
+) -> None:
+    config = prepare("report-requests", {"lab": {"scaling": {"metric": "request_count", "target": 600}}})
+    lab = provision_lab(config, provision_settings, run_table)
+    cloudwatch = boto3.client("cloudwatch")
+    # RequestCountPerTarget by TargetGroup, as the load balancer publishes it; the CPU is not drawn.
+    group = {"Name": "TargetGroup", "Value": lab.target_group_arn.split(":", 5)[5]}
+    for seconds, value in ((180, 120.0), (240, 980.0), (300, 1210.0)):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/ApplicationELB",
+            MetricData=[
+                {
+                    "MetricName": "RequestCountPerTarget",
+                    "Dimensions": [group],
+                    "Timestamp": datetime.fromtimestamp(T0 + seconds, UTC),
+                    "Value": value,
+                    "Unit": "Count",
+                }
+            ],
+        )
+    put_group_metrics(lab.auto_scaling_group_name, [(180, 2, 99), (240, 2, 99), (300, 3, 99)])
+    run = JudgeEvent.model_validate(full_run(config, lab))
+
+    evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
+
+    assert [value for _, value in evidence.metric] == [120.0, 980.0, 1210.0]
+    page = render_page({}, verdict_for(run), run, evidence)
+    figure = page.split('<figure id="group">', 1)[1].split("</figure>", 1)[0]
+    assert (
+        "<title>The group: instances in service and the target group's requests per target</title>" in figure
+    )
+    assert "target: 600 requests per target per minute (right axis)" in figure
+    assert "average CPU" not in figure
+
+
 def test_a_group_without_datapoints_says_so(
     config: RunConfig, lab: ProvisionResult, run_table: RunTable
 ) -> None:
@@ -207,7 +244,7 @@ def test_a_group_without_datapoints_says_so(
 
     evidence = gather(run, run_table, datetime.fromtimestamp(T0 + 500, UTC))
 
-    assert evidence.in_service == evidence.cpu == []
+    assert evidence.in_service == evidence.metric == []
     assert evidence.metrics_note is not None
     assert "no datapoint" in evidence.metrics_note
 

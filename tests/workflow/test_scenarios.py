@@ -110,8 +110,8 @@ def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
         "failed at scale_out: no scale-out within 8 s: group stayed at 2/4 instances"
     )
     assert (
-        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % (target 50.0 %)"
-        in (outcome.cause)
+        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
+        "(target 50 % average CPU)" in (outcome.cause)
     )
     assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis_of(outcome))
     assert LAUNCH_OK not in rehearsal.logged_event_types(outcome.run_id)
@@ -120,7 +120,7 @@ def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
 
 def assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis: dict[str, list[str]]) -> None:
     policy = finding(diagnosis, "Scaling policy and its alarms")
-    assert policy[0].endswith("-cpu-target: target 50.0 % CPU")
+    assert policy[0].endswith(": ASGAverageCPUUtilization, target 50.0")
     high = next(line for line in policy if "-AlarmHigh-" in line)
     assert ": OK since " in high
     assert "1 datapoint [3.0] was not greater than the threshold (50.0)" in high
@@ -166,7 +166,7 @@ def test_a_stress_command_that_fails_on_the_instances_is_named_as_why_nothing_sc
     )
     assert (
         "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
-        "(target 50.0 %); the stress is not known to have run on 2/2 instances (i-"
+        "(target 50 % average CPU); the stress is not known to have run on 2/2 instances (i-"
     ) in outcome.cause
     assert outcome.cause.count(" Failed") == 2
     stress = finding(diagnosis_of(outcome), "Stress command ")

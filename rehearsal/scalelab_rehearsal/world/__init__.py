@@ -10,9 +10,12 @@ settings, one part to a module:
 - ``timings``: how long AWS takes for each thing the world plays;
 - ``health``: instances boot, the load balancer turns active, targets turn ``initial``, then ``healthy``;
 - ``stress``: Run Command's stress script keeps its instances at 100 % CPU;
-- ``scaling``: the CPU alarm, the scale-out and its Auto Scaling events;
-- ``metrics``: CloudWatch's one-minute datapoints of each group (in service, average CPU);
-- ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets;
+- ``scaling``: the policy's alarms on its metric, the scale-out and in, and their Auto Scaling events;
+- ``metrics``: CloudWatch's one-minute datapoints of each group (in service, CPU, network,
+  requests per target);
+- ``front_door``: the load balancer's DNS name answers HTTP from the healthy targets, as the
+  built-in app does, load endpoints included;
+- ``traffic``: the requests and bytes the front door served, as rates on the world's clock;
 - ``faults``: API faults in the handlers' calls;
 - ``account``: the account a scenario's run needs (subnets, routes, instance type offerings);
 - ``scenarios``: the ways the world misbehaves on purpose, each flag played by one of the parts above.
@@ -55,6 +58,7 @@ from scalelab_rehearsal.world.scenarios import (
 )
 from scalelab_rehearsal.world.stress import IDLE_CPU, STRESSED_CPU, Stress
 from scalelab_rehearsal.world.timings import ALARM_DATAPOINTS, DATAPOINT_SECONDS
+from scalelab_rehearsal.world.traffic import Traffic
 
 __all__ = [
     "ALARM_DATAPOINTS",
@@ -95,9 +99,10 @@ class World:
         self.speed = speed
         self.health = Health(self.clock, scenario)
         self.stress = Stress(self.clock, scenario)
-        self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator)
-        self.metrics = Metrics(self.clock, self.stress)
-        self.front_door = FrontDoor(self.clock, self.health, scenario)
+        self.traffic = Traffic(speed)
+        self.metrics = Metrics(self.clock, self.stress, self.traffic, self.health)
+        self.scaling = Scaling(self.clock, scenario, self.health, self.stress, emulator, metrics=self.metrics)
+        self.front_door = FrontDoor(self.clock, self.health, scenario, self.traffic)
         self.faults = ApiFaults(scenario, seed, emulator.is_function_call)
         self.account = Account(emulator, scenario)
         self._undo: list[Callable[[], None]] = []

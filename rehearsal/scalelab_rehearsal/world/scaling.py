@@ -1,4 +1,11 @@
-"""The CPU alarm, the scaling activity and its Auto Scaling events.
+"""The policy's alarms, the scaling activity and its Auto Scaling events.
+
+The group's target-tracking policy names its metric (PredefinedMetricType) and its
+TargetValue, and for ALBRequestCountPerTarget the target group (ResourceLabel); the
+world reads the three from the policy Provision put and evaluates that metric, as
+``metrics.Metrics.value`` computes it each minute: the group's average CPU, its
+instances' average bytes received or sent in the minute, or the target group's
+requests per healthy target in the minute.
 
 Target tracking's scale-out alarm needs ``ALARM_DATAPOINTS`` one-minute
 datapoints above the target (detailed monitoring), then the group's desired
@@ -15,9 +22,10 @@ balanced-best-effort distribution; moto would put every instance in the group's 
 the world moves the new one to another zone's subnet), or it keeps trying and failing. A
 scenario may also lose every event, as EventBridge may.
 
-Every simulated minute the group's average CPU is put as a CloudWatch
-datapoint (``CPUUtilization`` by ``AutoScalingGroupName``, as detailed
-monitoring aggregates it), and the policy's AlarmHigh (made by
+For CPU the alarm is computed from when the burns started and ended (``stress.high_cpu_window``),
+so a busy machine cannot make the world miss it; for the load's metrics from the one-minute
+values in a row above the target, each read when the world's minute ends. Every simulated minute
+the metric's value goes to the policy's AlarmHigh (``metrics.py`` puts the datapoints; made by
 ``moto_fixes`` as target tracking makes it) is set with SetAlarmState: ``OK``
 once a datapoint is at or below the target, ``ALARM`` when the scale-out is
 triggered, so its history shows what the alarm saw.
@@ -47,6 +55,7 @@ from scalelab_rehearsal import moto_fixes
 from scalelab_rehearsal.emulator import ACCOUNT, REGION, Emulator
 from scalelab_rehearsal.world.clock import Clock, now_iso
 from scalelab_rehearsal.world.health import Health
+from scalelab_rehearsal.world.metrics import CPU, Metrics
 from scalelab_rehearsal.world.scenarios import (
     AFTER_FAILURE_OTHER_ZONE,
     AFTER_FAILURE_RETRY,
@@ -81,19 +90,37 @@ class _Group:
     known_instances: set[str] = field(default_factory=set)
     next_datapoint: float = 0.0  # world's clock
     low_datapoints: int = 0  # in a row below the scale-in threshold
+    high_datapoints: int = 0  # in a row above the target (the load's metrics; CPU has its window)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the world reads of the group's target-tracking policy."""
+
+    metric_type: str  # PredefinedMetricType
+    target: float  # TargetValue
+    resource_label: str = ""  # ALBRequestCountPerTarget's target group
 
 
 class Scaling:
     """Each scalelab group's alarm and scale-out, looked at on every tick of the world."""
 
     def __init__(
-        self, clock: Clock, scenario: Scenario, health: Health, stress: Stress, emulator: Emulator
+        self,
+        clock: Clock,
+        scenario: Scenario,
+        health: Health,
+        stress: Stress,
+        emulator: Emulator,
+        *,
+        metrics: Metrics,
     ) -> None:
         self.clock = clock
         self.scenario = scenario
         self.health = health
         self.stress = stress
         self.emulator = emulator
+        self.metrics = metrics
         self._groups: dict[str, _Group] = {}
 
     def tick(self) -> None:
@@ -113,50 +140,74 @@ class Scaling:
             ):
                 state.replaced_one = True
                 self._replace(backend, name, group, in_service[0])
-            target = self._cpu_target(backend, name)
-            if in_service and self.clock.now() >= state.next_datapoint:
-                state.next_datapoint = self.clock.now() + DATAPOINT_SECONDS
-                cpu = self.stress.average_cpu(in_service)
-                self._datapoint(backend, name, cpu, target)
-                self._scale_in_datapoint(backend, name, group, state, cpu=cpu, target=target)
-            if target is None or not in_service or state.launching:
-                continue
+            self._evaluate(backend, name, group, state, in_service)
+
+    def _evaluate(self, backend: Any, name: str, group: Any, state: _Group, in_service: list[str]) -> None:
+        """The minute's datapoint when one is due, then whether AlarmHigh fires."""
+        policy = self.policy(backend, name)
+        target = policy.target if policy is not None else None
+        metric_type = policy.metric_type if policy is not None else CPU
+        # Warming instances add nothing to the group's aggregated metric.
+        warmed = (
+            min(self.health.seen(i) for i in in_service) + INSTANCE_BOOT_SECONDS + self._warmup()
+            if in_service
+            else 0.0
+        )
+        if in_service and self.clock.now() >= state.next_datapoint:
+            state.next_datapoint = self.clock.now() + DATAPOINT_SECONDS
+            value = self.metrics.value(metric_type, in_service, policy.resource_label if policy else "")
+            if value is not None:
+                self._datapoint(backend, name, value, target)
+                self._scale_in_datapoint(backend, name, group, state, value=value, target=target)
+                counts = (
+                    target is not None
+                    and value > target
+                    and not state.launching
+                    and self.clock.now() >= max(state.not_before, warmed)
+                )
+                state.high_datapoints = state.high_datapoints + 1 if counts else 0
+        if target is None or not in_service or state.launching:
+            return
+        if metric_type == CPU:
             window = self.stress.high_cpu_window(in_service, target)
             if window is None:
-                continue
-            # Warming instances add nothing to the group's aggregated CPU.
-            warmed = min(self.health.seen(i) for i in in_service) + INSTANCE_BOOT_SECONDS + self._warmup()
+                return
             start, end = max(window[0], state.not_before, warmed), window[1]
-            if end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS:
-                state.not_before = self.clock.now()
-                self._set_alarm(
-                    backend,
-                    name,
-                    "ALARM",
-                    f"Threshold Crossed: {ALARM_DATAPOINTS} datapoints were greater than the threshold "
-                    f"({target}).",
-                )
-                self._scale_out(backend, name, group, state)
+            fires = end - start >= ALARM_DATAPOINTS * DATAPOINT_SECONDS
+        else:
+            fires = state.high_datapoints >= ALARM_DATAPOINTS
+        if fires:
+            state.high_datapoints = 0
+            state.not_before = self.clock.now()
+            self._set_alarm(
+                backend,
+                name,
+                "ALARM",
+                f"Threshold Crossed: {ALARM_DATAPOINTS} datapoints were greater than the threshold "
+                f"({target}).",
+            )
+            self._scale_out(backend, name, group, state)
 
-    def _datapoint(self, backend: Any, name: str, cpu: float, target: float | None) -> None:
-        """What the alarm makes of one minute's CPU of the group (``metrics.py`` puts the datapoint)."""
-        if target is not None and cpu <= target:
+    def _datapoint(self, backend: Any, name: str, value: float, target: float | None) -> None:
+        """What the alarm makes of one minute's value of the metric (``metrics.py`` puts the datapoint)."""
+        if target is not None and value <= target:
             self._set_alarm(
                 backend,
                 name,
                 "OK",
-                f"Threshold Crossed: 1 datapoint [{cpu:.1f}] was not greater than the threshold ({target}).",
+                f"Threshold Crossed: 1 datapoint [{value:.1f}] was not greater than the threshold "
+                f"({target}).",
             )
 
     def _scale_in_datapoint(
-        self, backend: Any, name: str, group: Any, state: _Group, *, cpu: float, target: float | None
+        self, backend: Any, name: str, group: Any, state: _Group, *, value: float, target: float | None
     ) -> None:
-        """What AlarmLow makes of one minute's CPU: the scale-in after enough low datapoints."""
+        """What AlarmLow makes of one minute's value: the scale-in after enough low datapoints."""
         if target is None or not self.scenario.scales_in or state.launching:
             state.low_datapoints = 0
             return
         threshold = target * SCALE_IN_THRESHOLD_FRACTION
-        state.low_datapoints = state.low_datapoints + 1 if cpu < threshold else 0
+        state.low_datapoints = state.low_datapoints + 1 if value < threshold else 0
         if state.low_datapoints < SCALE_IN_ALARM_DATAPOINTS or group.desired_capacity <= group.min_size:
             return
         state.low_datapoints = 0
@@ -198,11 +249,18 @@ class Scaling:
                 cloudwatch.set_alarm_state(alarm["AlarmName"], reason, "{}", state)
 
     @staticmethod
-    def _cpu_target(backend: Any, group_name: str) -> float | None:
+    def policy(backend: Any, group_name: str) -> Policy | None:
+        """The metric, target and resource label of the group's target-tracking policy, if it has one."""
         policy = _target_tracking_policy(backend, group_name)
         if policy is None:
             return None
-        return float(policy.target_tracking_configuration.__dict__.get("TargetValue", 50.0))
+        configuration = policy.target_tracking_configuration.__dict__
+        predefined = configuration.get("PredefinedMetricSpecification") or {}
+        return Policy(
+            metric_type=predefined.get("PredefinedMetricType", CPU),
+            target=float(configuration.get("TargetValue", 50.0)),
+            resource_label=predefined.get("ResourceLabel", ""),
+        )
 
     def _scale_out(self, backend: Any, name: str, group: Any, state: _Group) -> None:
         if group.desired_capacity >= group.max_size:

@@ -95,8 +95,10 @@ class Scaling(OutputModel):
         return METRICS[self.metric]
 
     def describe(self) -> str:
-        """The target as a person reads it, e.g. ``600 requests per target per minute``."""
-        return f"{self.target:g} {self.spec.unit}"
+        """The target as a person reads it, e.g. ``6,000,000 bytes sent per instance per minute``
+        (digits grouped, never an exponent)."""
+        amount = f"{self.target:,.0f}" if float(self.target).is_integer() else f"{self.target:,}"
+        return f"{amount} {self.spec.unit}"
 
 
 class ScalingInput(InputModel):

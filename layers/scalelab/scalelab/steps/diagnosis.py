@@ -20,10 +20,13 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from scalelab.contracts.diagnosis import MAX_FINDINGS, MAX_LINE_CHARS, MAX_LINES, Diagnosis, Finding
-from scalelab.contracts.judge import JudgeEvent
+from scalelab.contracts.judge import JudgeEvent, StressSummary
+from scalelab.contracts.load import LoadPlan
 from scalelab.contracts.scaleout import CONTROL_CHARACTERS, grew_beyond
+from scalelab.contracts.scaling import Scaling
 from scalelab.core.aws import quick_client
 from scalelab.core.observability import logger
+from scalelab.steps.scaling_metric import MetricSource, metric_source
 
 # The whole diagnosis reads for at most this long (Judge's timeout is 60 s); each call fails fast
 # (core.aws.quick_client).
@@ -34,9 +37,9 @@ MAX_INSTANCES = 10  # per finding: a lab has a handful; a bigger group shows its
 MAX_ACTIVITIES = 10
 MAX_HISTORY = 10
 SUMMARY_CHARS = 400
-# How far before the stress the CPU is read: the datapoint the alarm compared first.
-CPU_LOOKBACK = timedelta(minutes=5)
-CPU_PERIOD_SECONDS = 60
+# How far before the stress the policy's metric is read: the datapoint the alarm compared first.
+METRIC_LOOKBACK = timedelta(minutes=5)
+METRIC_PERIOD_SECONDS = 60
 TARGET_TRACKING = "TargetTrackingScaling"
 FAILED_ACTIVITIES = frozenset({"Failed", "Cancelled"})
 # A console line that says what went wrong, for the summary (else the last line is shown).
@@ -191,28 +194,32 @@ def _activity_lines(
     return lines or ["no scaling activity" + (" failed" if failed_only else "") + " in this window"]
 
 
-def _cpu(group: str, since: datetime, now: datetime) -> tuple[float | None, list[str]]:
-    """The highest one-minute average CPU of the group, and a line per minute."""
+def _metric(source: MetricSource, since: datetime, now: datetime) -> tuple[float | None, list[str]]:
+    """The highest one-minute value of the metric the policy tracks, and a line per minute."""
+    statistics = [source.statistic] + ([source.spread] if source.spread else [])
     points = quick_client("cloudwatch").get_metric_statistics(
-        Namespace="AWS/EC2",
-        MetricName="CPUUtilization",
-        Dimensions=[{"Name": "AutoScalingGroupName", "Value": group}],
-        StartTime=since - CPU_LOOKBACK,
-        EndTime=now + timedelta(seconds=CPU_PERIOD_SECONDS),  # the end is exclusive: keep this minute
-        Period=CPU_PERIOD_SECONDS,
-        Statistics=["Average", "Maximum"],
-        Unit="Percent",
+        Namespace=source.namespace,
+        MetricName=source.name,
+        Dimensions=source.cloudwatch_dimensions,
+        StartTime=since - METRIC_LOOKBACK,
+        EndTime=now + timedelta(seconds=METRIC_PERIOD_SECONDS),  # the end is exclusive: keep this minute
+        Period=METRIC_PERIOD_SECONDS,
+        Statistics=statistics,
+        Unit=source.unit,
     )["Datapoints"]
     points.sort(key=lambda point: point["Timestamp"])
     if not points:
-        return None, ["no CPUUtilization datapoint for the group (is detailed monitoring on?)"]
-    highest = max(point["Average"] for point in points)
+        where = ", ".join(f"{name} {value}" for name, value in source.dimensions)
+        return None, [f"no {source.name} datapoint for {where} (is detailed monitoring on?)"]
+    highest = max(point[source.statistic] for point in points)
     count = f"{len(points)} datapoint" + ("" if len(points) == 1 else "s")
-    lines = [f"highest one-minute average: {highest:.1f} % ({count})"]
-    lines += [
-        f"{_when(point['Timestamp'])} average {point['Average']:.1f} %, maximum {point['Maximum']:.1f} %"
-        for point in points[-(MAX_LINES - 1) :]
-    ]
+    statistic = source.statistic.lower() if source.statistic != "Sum" else "value"
+    lines = [f"highest one-minute {statistic}: {source.amount(highest)} ({count})"]
+    for point in points[-(MAX_LINES - 1) :]:
+        line = f"{_when(point['Timestamp'])} {statistic} {source.amount(point[source.statistic])}"
+        if source.spread:
+            line += f", {source.spread.lower()} {source.amount(point[source.spread])}"
+        lines.append(line)
     return highest, lines
 
 
@@ -279,9 +286,18 @@ def never_healthy(
 
 
 def no_scale_out(
-    group: str, stress_started_at: str, command_id: str, instance_ids: list[str], budget: Budget | None = None
+    group: str,
+    stress_started_at: str,
+    command_id: str,
+    instance_ids: list[str],
+    budget: Budget | None = None,
+    *,
+    scaling: Scaling | None = None,
+    target_group_arn: str = "",
+    load: LoadPlan | None = None,
 ) -> Diagnosis:
-    """Why the group did not grow: its alarm and that alarm's history, its activities, its CPU, the stress."""
+    """Why the group did not grow: its alarm and that alarm's history, its activities, the metric its
+    policy tracks (``scaling``: the run's; CPU at the policy's target when not given), the stress."""
     budget = budget or Budget()
     since = datetime.fromisoformat(stress_started_at).astimezone(UTC)
     policy: dict[str, Any] = {}
@@ -290,10 +306,11 @@ def no_scale_out(
         policy.update(_target_tracking_policy(group) or {})
         if not policy:
             return ["the group has no target-tracking scaling policy"]
-        target = policy.get("TargetTrackingConfiguration", {}).get("TargetValue")
+        configuration = policy.get("TargetTrackingConfiguration", {})
+        metric = configuration.get("PredefinedMetricSpecification", {}).get("PredefinedMetricType", "?")
         found = _alarms([alarm["AlarmName"] for alarm in policy.get("Alarms", [])])
         lines = [_alarm_line(alarm) for alarm in found] or ["the policy's alarms were not found"]
-        return [f"policy {policy['PolicyName']}: target {target} % CPU", *lines]
+        return [f"policy {policy['PolicyName']}: {metric}, target {configuration.get('TargetValue')}", *lines]
 
     findings = [gather("Scaling policy and its alarms (DescribePolicies, DescribeAlarms)", alarms, budget)]
     high = next((a["AlarmName"] for a in policy.get("Alarms", []) if "AlarmHigh" in a["AlarmName"]), None)
@@ -309,21 +326,27 @@ def no_scale_out(
             budget,
         )
     )
-    cpu: dict[str, float | None] = {}
+    if scaling is None:
+        target = policy.get("TargetTrackingConfiguration", {}).get("TargetValue")
+        scaling = Scaling(metric="cpu", target=float(target)) if target is not None else None
+    source = metric_source(scaling or Scaling(metric="cpu", target=50), group, target_group_arn)
+    peak: dict[str, float | None] = {}
 
-    def cpu_lines() -> list[str]:
-        cpu["highest"], lines = _cpu(group, since, datetime.now(UTC))
+    def metric_lines() -> list[str]:
+        peak["highest"], lines = _metric(source, since, datetime.now(UTC))
         return lines
 
-    findings.append(gather("The group's average CPU (CloudWatch CPUUtilization)", cpu_lines, budget))
-    stress, stress_summary = _stress_finding(command_id, instance_ids, budget)
+    findings.append(gather(f"{source.title} (CloudWatch {source.name})", metric_lines, budget))
+    stress, stress_summary = (
+        _load_finding(load) if load is not None else _stress_finding(command_id, instance_ids, budget)
+    )
     findings.append(stress)
     summary = [_launches_not_scaling_out(activities, since)]
-    target = policy.get("TargetTrackingConfiguration", {}).get("TargetValue")
-    if cpu.get("highest") is not None:
+    highest = peak.get("highest")
+    if highest is not None:
         summary.append(
-            f"the group's average CPU reached at most {cpu['highest']:.1f} %"
-            + (f" (target {target} %)" if target is not None else "")
+            f"{source.title[0].lower()}{source.title[1:]} reached at most {source.amount(highest)}"
+            + (f" (target {scaling.describe()})" if scaling is not None else "")
         )
     summary.append(stress_summary)
     return _diagnosis(summary, findings)
@@ -396,10 +419,25 @@ def _stress_finding(command_id: str, instance_ids: list[str], budget: Budget) ->
     return finding, summary
 
 
-def stress_not_running(command_id: str, instance_ids: list[str], budget: Budget | None = None) -> Diagnosis:
-    """Whether the stress ran: the SSM command's status and output on each instance."""
-    finding, summary = _stress_finding(command_id, instance_ids, budget or Budget())
-    return _diagnosis([summary], [finding])
+def _load_finding(load: LoadPlan) -> tuple[Finding, str]:
+    """The load as StartStress planned it; its note names the cap when the caps keep it under the target."""
+    rate = f"{load.requests_per_second:g} requests/s"
+    if load.transfer_bytes:
+        rate += f" of {load.transfer_bytes} bytes ({load.bytes_per_second:g} bytes/s)"
+    lines = [
+        f"{load.method} {load.url}: {rate} from {load.workers} worker(s), rounds of {load.round_seconds} s",
+        f"planned {load.planned_per_instance_per_minute:g} per instance per minute for {load.desired_capacity} "
+        f"instance(s), target {load.target:g}",
+        load.note,
+    ]
+    summary = f"the load {load.note}" if not load.capped_below_target else load.note
+    return gather("The load (StartStress's plan)", lambda: lines, Budget()), summary
+
+
+def _stress_or_load(stress: StressSummary, budget: Budget) -> tuple[Finding, str]:
+    if stress.load is not None:
+        return _load_finding(stress.load)
+    return _stress_finding(stress.command_id, stress.instance_ids, budget)
 
 
 def probe_failed(requests: int | None, status_counts: dict[str, int], instances: list[str]) -> Diagnosis:
@@ -441,9 +479,18 @@ def _scale_out(run: JudgeEvent) -> Diagnosis:
     budget = Budget()
     if run.error is not None and run.error.error == "ScaleOutFailed":
         failed = launch_failed(group, run.stress.started_at, budget)
-        stress = stress_not_running(run.stress.command_id, run.stress.instance_ids, budget)
-        return _diagnosis([failed.summary], [*failed.findings, *stress.findings])
-    return no_scale_out(group, run.stress.started_at, run.stress.command_id, run.stress.instance_ids, budget)
+        stress, _ = _stress_or_load(run.stress, budget)
+        return _diagnosis([failed.summary], [*failed.findings, stress])
+    return no_scale_out(
+        group,
+        run.stress.started_at,
+        run.stress.command_id,
+        run.stress.instance_ids,
+        budget,
+        scaling=run.config.lab.scaling,
+        target_group_arn=run.provision.target_group_arn,
+        load=run.stress.load,
+    )
 
 
 def _new_instance_healthy(run: JudgeEvent) -> Diagnosis:

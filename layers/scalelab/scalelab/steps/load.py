@@ -140,10 +140,12 @@ def _number(value: float) -> str:
 def _note(scaling: Scaling, aimed: float, planned: float, rate: _Rate, desired_capacity: int) -> str:
     unit, target = scaling.spec.unit, _number(scaling.target)
     if planned <= scaling.target:
+        # A network load's requests are capped too: fewer, larger ones may still fit.
+        also = "" if rate.cap_name == "LoadRequestsPerSecondCap" else " or LoadRequestsPerSecondCap"
         return (
             f"the caps keep the load at {_number(planned)} {unit}, not above the target {target}: "
-            f"no scale-out is expected; raise {rate.cap_name} (now {_number(rate.cap_value)}) or "
-            "LoadRequestsPerSecondCap, or lower the target"
+            f"no scale-out is expected; raise {rate.cap_name} (now {_number(rate.cap_value)}){also}, "
+            "or lower the target"
         )
     if planned < aimed * (1 - 1e-9):
         return (

@@ -33,6 +33,7 @@ from scalelab.core.clock import as_utc
 from scalelab.core.errors import InvalidInput, ReportNotFound
 from scalelab.core.observability import logger
 from scalelab.core.settings import ReportSettings
+from scalelab.steps.scaling_metric import MetricSource, metric_source
 from scalelab.steps.verdict import notification
 from scalelab.store.items import RunRecord
 from scalelab.store.load import StoredMeasurement
@@ -52,7 +53,8 @@ class Evidence:
     """What the page shows besides the verdict and the workflow's state."""
 
     in_service: Points = field(default_factory=list)
-    cpu: Points = field(default_factory=list)
+    # The metric the group's policy tracks (the run's lab.scaling), one datapoint a minute.
+    metric: Points = field(default_factory=list)
     # Why the metrics are missing, when they could not be read.
     metrics_note: str | None = None
     events: list[LoggedEvent] = field(default_factory=list)
@@ -64,28 +66,32 @@ class Evidence:
 # ---- gathering -------------------------------------------------------------------------------
 
 
-def group_metrics(group_name: str, start: datetime, end: datetime) -> tuple[Points, Points]:
-    """The group's in-service instance count and average CPU, one datapoint a minute.
+def group_metrics(
+    group_name: str, source: MetricSource, start: datetime, end: datetime
+) -> tuple[Points, Points]:
+    """The group's in-service instance count and the metric its policy tracks, one datapoint a minute.
 
-    GroupInServiceInstances exists because Provision enables the group's metrics collection;
-    CPUUtilization by AutoScalingGroupName is EC2's own aggregate over the group's instances.
+    GroupInServiceInstances exists because Provision enables the group's metrics collection; the
+    metric is read where AWS publishes it, with the statistic target tracking compares
+    (scaling_metric.py): CPUUtilization, NetworkIn or NetworkOut by AutoScalingGroupName, EC2's own
+    aggregate over the group's instances, or RequestCountPerTarget by TargetGroup.
     """
     dimensions = [{"Name": "AutoScalingGroupName", "Value": group_name}]
     queries = [
         {
             "Id": query_id,
             "MetricStat": {
-                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": dimensions},
+                "Metric": {"Namespace": namespace, "MetricName": name, "Dimensions": metric_dimensions},
                 "Period": METRIC_PERIOD_SECONDS,
-                "Stat": "Average",
+                "Stat": stat,
             },
         }
-        for query_id, namespace, name in (
-            ("in_service", "AWS/AutoScaling", "GroupInServiceInstances"),
-            ("cpu", "AWS/EC2", "CPUUtilization"),
+        for query_id, namespace, name, metric_dimensions, stat in (
+            ("in_service", "AWS/AutoScaling", "GroupInServiceInstances", dimensions, "Average"),
+            ("metric", source.namespace, source.name, source.cloudwatch_dimensions, source.statistic),
         )
     ]
-    found: dict[str, Points] = {"in_service": [], "cpu": []}
+    found: dict[str, Points] = {"in_service": [], "metric": []}
     pages = (
         client("cloudwatch")
         .get_paginator("get_metric_data")
@@ -97,7 +103,7 @@ def group_metrics(group_name: str, start: datetime, end: datetime) -> tuple[Poin
                 (as_utc(moment), float(value))
                 for moment, value in zip(result["Timestamps"], result["Values"], strict=True)
             )
-    return sorted(found["in_service"]), sorted(found["cpu"])
+    return sorted(found["in_service"]), sorted(found["metric"])
 
 
 def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
@@ -109,7 +115,7 @@ def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
     """
     started = as_utc(datetime.fromisoformat(run.config.started_at))
     in_service: Points = []
-    cpu: Points = []
+    metric: Points = []
     note = None
     if run.provision is None:
         note = "no group was provisioned, so there are no group metrics"
@@ -118,13 +124,15 @@ def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
         start = started.replace(second=0, microsecond=0)
         end = max(until, start + timedelta(seconds=METRIC_PERIOD_SECONDS))
         try:
-            in_service, cpu = group_metrics(run.provision.auto_scaling_group_name, start, end)
+            group = run.provision.auto_scaling_group_name
+            source = metric_source(run.config.lab.scaling, group, run.provision.target_group_arn)
+            in_service, metric = group_metrics(group, source, start, end)
         except ClientError as exc:
             if is_transient(exc):
                 raise
             logger.warning("group metrics unreadable", extra={"error": error_code(exc)})
             note = f"the group's metrics could not be read ({error_code(exc)})"
-        if note is None and not in_service and not cpu:
+        if note is None and not in_service and not metric:
             note = (
                 "CloudWatch had no datapoint of the group yet (one-minute metrics arrive a minute "
                 "or two after the fact)"
@@ -137,7 +145,7 @@ def gather(run: JudgeEvent, table: RunTable, until: datetime) -> Evidence:
         else []
     )
     return Evidence(
-        in_service=in_service, cpu=cpu, metrics_note=note, events=events, record=record, load=load
+        in_service=in_service, metric=metric, metrics_note=note, events=events, record=record, load=load
     )
 
 
@@ -266,13 +274,18 @@ def group_chart(run: JudgeEvent, evidence: Evidence, judged_at: datetime, end: f
     origin = as_utc(datetime.fromisoformat(run.config.started_at))
     counts = [value for _, value in evidence.in_service]
     top = max([*counts, float(run.config.lab.max_size), 1.0]) + 1
+    scaling = run.config.lab.scaling
+    source = metric_source(scaling, "", "")  # only its names and unit are drawn
+    # Percent on 0-100; a count or bytes up to a little above the target or the highest value.
+    highest = max([scaling.target, *(value for _, value in evidence.metric)])
+    secondary = (0.0, 100.0) if source.unit == "Percent" else (0.0, highest * 1.15)
     chart = pygal.XY(
         **CHART,
         height=420,
-        title="The group: instances in service and average CPU",
+        title=f"The group: instances in service and {source.title[0].lower()}{source.title[1:]}",
         y_title="instances in service",
         range=(0, top),
-        secondary_range=(0, 100),
+        secondary_range=secondary,
         xrange=(0, end),
     )
     # A count holds until the next datapoint: drawn as steps.
@@ -284,10 +297,17 @@ def group_chart(run: JudgeEvent, evidence: Evidence, judged_at: datetime, end: f
         steps.append((x, value))
     chart.add("instances in service", steps, stroke_style={"width": "3px"})
     chart.add(
-        "average CPU % (right axis)",
-        [(_seconds(moment, origin), value) for moment, value in evidence.cpu],
+        f"{source.title}, {source.per_point} (right axis)",
+        [(_seconds(moment, origin), value) for moment, value in evidence.metric],
         secondary=True,
         stroke_style={"width": "2px"},
+    )
+    chart.add(
+        f"target: {scaling.describe()} (right axis)",
+        [(0.0, scaling.target), (end, scaling.target)],
+        secondary=True,
+        show_dots=False,
+        stroke_style={"width": "1px", "dasharray": "6,3"},
     )
     window = stress_window(run, judged_at)
     if window is not None:
@@ -466,7 +486,7 @@ def render_page(report: dict[str, Any], verdict: Verdict, run: JudgeEvent, evide
             1.0,
             _seconds(judged_at, origin),
             *(bar.end for bar in bars),
-            *(_seconds(moment, origin) for moment, _ in evidence.in_service + evidence.cpu),
+            *(_seconds(moment, origin) for moment, _ in evidence.in_service + evidence.metric),
             *(_seconds(event.time, origin) for event in evidence.events),
         ]
     )
