@@ -426,8 +426,8 @@ def _load_finding(load: LoadPlan) -> tuple[Finding, str]:
         rate += f" of {load.transfer_bytes} bytes ({load.bytes_per_second:g} bytes/s)"
     lines = [
         f"{load.method} {load.url}: {rate} from {load.workers} worker(s), rounds of {load.round_seconds} s",
-        f"planned {load.planned_per_instance_per_minute:g} per instance per minute for {load.desired_capacity} "
-        f"instance(s), target {load.target:g}",
+        f"planned {load.planned_per_instance_per_minute:g} per instance per minute for "
+        f"{load.desired_capacity} instance(s), target {load.target:g}",
         load.note,
     ]
     summary = f"the load {load.note}" if not load.capped_below_target else load.note
