@@ -101,7 +101,7 @@ def test_no_scale_out_says_how_the_group_stayed(
     # The policy's alarms exist (target tracking makes them); no datapoint has reached them yet.
     assert verdict.reason.startswith(
         "failed at scale_out: no scale-out within 900 s: group stayed at 2/4 instances (desired 2); "
-        "last CPU alarm state: INSUFFICIENT_DATA; diagnosis: "
+        "last scale-out alarm state: INSUFFICIENT_DATA; diagnosis: "
     )
     # This made-up state's command id is not one SSM accepts.
     assert verdict.reason.endswith("; diagnosis: whether the stress ran could not be read")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import boto3
 import pytest
@@ -110,7 +111,7 @@ def test_no_scale_out_says_how_the_group_stayed(rehearsal: Rehearsal) -> None:
         "failed at scale_out: no scale-out within 8 s: group stayed at 2/4 instances"
     )
     assert (
-        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
+        "; last scale-out alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
         "(target 50 % average CPU)" in (outcome.cause)
     )
     assert_the_stress_ran_but_the_cpu_stayed_low(diagnosis_of(outcome))
@@ -165,7 +166,7 @@ def test_a_stress_command_that_fails_on_the_instances_is_named_as_why_nothing_sc
         "failed at scale_out: no scale-out within 8 s: group stayed at 2/4 instances"
     )
     assert (
-        "; last CPU alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
+        "; last scale-out alarm state: OK; diagnosis: the group's average CPU reached at most 3.0 % "
         "(target 50 % average CPU); the stress is not known to have run on 2/2 instances (i-"
     ) in outcome.cause
     assert outcome.cause.count(" Failed") == 2
@@ -534,3 +535,84 @@ def test_runs_of_different_labs_at_once_each_pass(rehearsal: Rehearsal) -> None:
         assert outcome.status == "SUCCEEDED", (lab, outcome.cause)
         assert tagged_resources(outcome.run_id) == {}
         assert rehearsal.lock_holder(lab) is None
+
+
+# ---- the network and request signals: the load generator's HTTP instead of the SSM burn ----------
+
+
+def load_executions(rehearsal: Rehearsal) -> list[dict[str, Any]]:
+    assert rehearsal.emulator.stack is not None
+    found: list[dict[str, Any]] = rehearsal.emulator.client("stepfunctions").list_executions(
+        stateMachineArn=rehearsal.emulator.stack.outputs["LoadStateMachineArn"]
+    )["executions"]
+    return found
+
+
+# A stopped load ends once its workers' round does (the emulator answers RUNNING until then, as
+# docs/rehearsal.md says; on AWS a worker in flight likewise sends until its round ends): the
+# rehearsal's round is a second.
+LOAD_STOPS_WITHIN_SECONDS = 10.0
+
+
+def assert_the_load_ran_and_stopped(rehearsal: Rehearsal, outcome: Outcome, metric: str) -> None:
+    deadline = time.monotonic() + LOAD_STOPS_WITHIN_SECONDS
+    (load,) = load_executions(rehearsal)
+    while load["status"] == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.1)
+        (load,) = load_executions(rehearsal)
+    assert load["name"] == f"scalelab-{outcome.run_id}-load"
+    assert load["status"] == "ABORTED"  # StopStress stopped it
+    measured = [item for item in rehearsal.run_items(outcome.run_id) if item["sk"]["S"].startswith("LOAD#")]
+    assert measured, "no worker recorded a measurement"
+    assert all(item["metric"]["S"] == metric for item in measured)
+    assert sum(int(item["requests_ok"]["N"]) for item in measured) > 0
+
+
+@pytest.mark.parametrize(
+    ("metric", "moved"),
+    [
+        pytest.param("request_count", "requests_ok", marks=pytest.mark.scenario("request-count")),
+        pytest.param("network_out", "bytes_received", marks=pytest.mark.scenario("network-out")),
+        pytest.param("network_in", "bytes_sent", marks=pytest.mark.scenario("network-in")),
+    ],
+)
+def test_each_http_signal_scales_the_group_out_under_its_load(
+    rehearsal: Rehearsal, metric: str, moved: str
+) -> None:
+    outcome = rehearsal.run(name=f"wf-{metric.replace('_', '-')}")
+
+    assert outcome.status == "SUCCEEDED", outcome.cause
+    assert outcome.verdict is not None
+    assert outcome.verdict["passed"] is True
+    assert LAUNCH_OK in rehearsal.logged_event_types(outcome.run_id)
+    assert outcome.report_path is not None
+    report = json.loads(outcome.report_path.read_text())
+    assert report["run"]["config"]["lab"]["scaling"]["metric"] == metric
+    # No SSM burn: the CPU stayed idle, so only the signal's own metric can have scaled the group.
+    assert report["run"]["stress"]["command_id"] == ""
+    assert report["run"]["stress"]["load"]["metric"] == metric
+    assert_the_load_ran_and_stopped(rehearsal, outcome, metric)
+    measured = [item for item in rehearsal.run_items(outcome.run_id) if item["sk"]["S"].startswith("LOAD#")]
+    assert sum(int(item[moved]["N"]) for item in measured) > 0
+    assert_nothing_left(rehearsal, outcome)
+
+
+@pytest.mark.scenario("target-too-high")
+def test_a_target_the_capped_load_cannot_reach_fails_naming_the_peak_and_the_cap(
+    rehearsal: Rehearsal,
+) -> None:
+    outcome = rehearsal.run(name="wf-target-too-high")
+
+    assert outcome.status == "FAILED"
+    assert outcome.cause is not None
+    assert outcome.cause.startswith("failed at scale_out: no scale-out within 8 s: group stayed at 2/4")
+    assert "diagnosis: the target group's requests per target reached at most " in outcome.cause
+    assert "(target 5,000 requests per target per minute)" in outcome.cause
+    assert "raise LoadRequestsPerSecondCap (now 100)" in outcome.cause
+    diagnosis = diagnosis_of(outcome)
+    peak = finding(diagnosis, "The target group's requests per target")[0]
+    assert peak.startswith("highest one-minute value: ")
+    load = finding(diagnosis, "The load (StartStress's plan)")
+    assert load[1] == "planned 3000 per instance per minute for 2 instance(s), target 5000"
+    assert_the_load_ran_and_stopped(rehearsal, outcome, "request_count")
+    assert_nothing_left(rehearsal, outcome)

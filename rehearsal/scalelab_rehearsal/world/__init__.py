@@ -126,13 +126,19 @@ class World:
 
     @property
     def run_input(self) -> dict[str, Any]:
-        """What the scenario's run input must say to use the account made for it, and to wait
-        for the scale-in when the scenario is about it (lay a person's input over it)."""
-        if not self.scenario.expects_scale_in:
-            return self.account.run_input
-        within = max(SCALE_IN_MIN_REAL_SECONDS, math.ceil(SCALE_IN_WITHIN_SECONDS / self.speed))
-        expectations = {**self.account.run_input.get("expectations", {}), "scale_in_within_seconds": within}
-        return {**self.account.run_input, "expectations": expectations}
+        """What the scenario's run input must say to use the account made for it, to scale on its
+        signal, and to wait for the scale-in when the scenario is about it (lay a person's input
+        over it)."""
+        run_input = dict(self.account.run_input)
+        if self.scenario.scaling:
+            run_input["lab"] = {**run_input.get("lab", {}), "scaling": dict(self.scenario.scaling)}
+        if self.scenario.expects_scale_in:
+            within = max(SCALE_IN_MIN_REAL_SECONDS, math.ceil(SCALE_IN_WITHIN_SECONDS / self.speed))
+            run_input["expectations"] = {
+                **run_input.get("expectations", {}),
+                "scale_in_within_seconds": within,
+            }
+        return run_input
 
     def now(self) -> float:
         """Simulated seconds since the world started."""

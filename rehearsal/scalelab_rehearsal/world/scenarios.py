@@ -45,6 +45,10 @@ STRESS_SCRIPT_DENIED = (
 )
 STRESS_SCRIPT_DENIED_EXIT = 126
 
+# Requests per target per minute: LoadRequestsPerSecondCap's default (100/s) over the default
+# 2 instances is 3,000 per target per minute, under this.
+TOO_HIGH_REQUEST_TARGET = 5000.0
+
 # The emulated account a scenario's run needs (account.py), and what its run input names.
 ACCOUNT_PRIVATE_SUBNETS = "private-subnets"  # two subnets, no public IPv4, no NAT
 ACCOUNT_TWO_SUBNETS_IN_A_ZONE = "two-subnets-in-a-zone"  # the default VPC's, and a second one in us-east-1a
@@ -70,6 +74,8 @@ class Scenario:
     expects_scale_in: bool = False  # __init__.py: the run input sets expectations.scale_in_within_seconds
     api_fault_rate: float = 0.0  # faults.py
     account: str = ""  # account.py
+    # __init__.py: the run input's lab.scaling ({} keeps the default, cpu at CpuTargetPercent).
+    scaling: tuple[tuple[str, object], ...] = ()
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -153,6 +159,30 @@ SCENARIOS: dict[str, Scenario] = {
             "scale-in-never",
             "the run waits for the scale-in, but the group stays up: its policy never scales in",
             expects_scale_in=True,
+        ),
+        Scenario(
+            "request-count",
+            "the group scales on ALBRequestCountPerTarget: the load generator's requests through the "
+            "load balancer take it over the target",
+            scaling=(("metric", "request_count"),),
+        ),
+        Scenario(
+            "network-out",
+            "the group scales on ASGAverageNetworkOut: the load generator downloads from the app "
+            "through the load balancer",
+            scaling=(("metric", "network_out"),),
+        ),
+        Scenario(
+            "network-in",
+            "the group scales on ASGAverageNetworkIn: the load generator uploads to the app "
+            "through the load balancer",
+            scaling=(("metric", "network_in"),),
+        ),
+        Scenario(
+            "target-too-high",
+            "the group scales on request count, with a target the capped load cannot reach: "
+            "LoadRequestsPerSecondCap keeps it under the target, and the group never scales",
+            scaling=(("metric", "request_count"), ("target", TOO_HIGH_REQUEST_TARGET)),
         ),
         Scenario(
             "flaky-api",

@@ -133,8 +133,8 @@ def _rate(
 
 
 def _number(value: float) -> str:
-    """A rate as a person reads it: 4000000, not 4e+06; 0.5 stays 0.5."""
-    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+    """A rate as a person reads it: 4,000,000, not 4e+06; 0.5 stays 0.5."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _note(scaling: Scaling, aimed: float, planned: float, rate: _Rate, desired_capacity: int) -> str:

@@ -59,7 +59,7 @@ def group_state(group_name: str) -> GroupState | None:
         in_service=sum(1 for member in groups[0]["Instances"] if member["LifecycleState"] == "InService"),
         desired=groups[0]["DesiredCapacity"],
         max_size=groups[0]["MaxSize"],
-        alarm_state=alarms[0]["StateValue"] if alarms else "unknown (no CPU alarm found)",
+        alarm_state=alarms[0]["StateValue"] if alarms else "unknown (no scale-out alarm found)",
     )
 
 
@@ -86,7 +86,7 @@ def _scale_out_missing(run: JudgeEvent, describe_group: GroupLookup) -> str:
         return _with_error(run, f"no scale-out within {within} s")
     return (
         f"no scale-out within {within} s: group stayed at {state.in_service}/{state.max_size} instances "
-        f"(desired {state.desired}); last CPU alarm state: {state.alarm_state}"
+        f"(desired {state.desired}); last scale-out alarm state: {state.alarm_state}"
     )
 
 
