@@ -27,6 +27,7 @@ FUNCTIONS = {
     "CheckTargetsFunction",
     "ProbeAppFunction",
     "StartStressFunction",
+    "LoadWorkerFunction",
     "AwaitScaleOutFunction",
     "CheckScaleOutFunction",
     "CheckScaleInFunction",
@@ -230,6 +231,33 @@ def test_check_scale_in_past_its_deadline_says_how_many_instances_stayed(
     assert ", 2 before the scale-out) for " in message
 
 
+def test_a_load_worker_counts_what_it_could_not_send_and_records_it_on_the_run(
+    local_invoke: LocalInvoke, run: dict[str, dict[str, Any]], emulated_account: EmulatedAccount
+) -> None:
+    # The emulated load balancer's DNS name resolves nowhere: every request of the round fails
+    # to connect, which the worker measures; it is not an error.
+    lab = earlier(run, "ProvisionLabFunction")
+    end_at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 120))
+    event = sample("load_worker.json") | {
+        "url": f"http://{lab['load_balancer_dns_name']}/home",
+        "end_at": end_at,
+        "round": 7,
+    }
+
+    invocation = local_invoke("LoadWorkerFunction", event)
+
+    measured = invocation.result
+    assert invocation.error_type is None, invocation.log
+    assert measured["requests_ok"] == 0
+    assert measured["requests_failed"] >= 1
+    assert measured["failures"] == {"connection_error": measured["requests_failed"]}
+    table = emulated_account.function_environments()["LoadWorkerFunction"]["TABLE_NAME"]
+    item = emulated_account.client("dynamodb").get_item(
+        TableName=table, Key={"pk": {"S": f"RUN#{SAMPLE_RUN}"}, "sk": {"S": "LOAD#000007#000"}}
+    )["Item"]
+    assert int(item["requests_failed"]["N"]) == measured["requests_failed"]
+
+
 def test_a_later_launch_event_finds_the_wait_already_completed(local_invoke: LocalInvoke) -> None:
     invocation = local_invoke("OnScalingEventFunction", sample("on_scaling_event.json"))
 
@@ -251,7 +279,12 @@ def test_stop_stress_finds_the_command_already_ended(
 
     stopped = invocation.result
     assert invocation.error_type is None, invocation.log
-    assert stopped == {"command_id": stress["command_id"], "cancelled": False, "status": "Success"}
+    assert stopped == {
+        "command_id": stress["command_id"],
+        "cancelled": False,
+        "status": "Success",
+        "load_execution_arn": None,  # a cpu run has no load execution
+    }
 
 
 def test_judge_passes_the_sample_run_and_stores_its_report(

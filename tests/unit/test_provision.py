@@ -20,8 +20,9 @@ from tests.support.account import aws_fault, tagged_resources
 from tests.unit.conftest import PrepareRun
 
 RUN = "prov-0001"
-# What a lab is made of: every kind but those only the janitor finds by tag.
-LEDGER_KINDS = set(Kind) - {Kind.INSTANCE, Kind.SECURITY_GROUP}
+# What Provision makes: every kind but those only the janitor finds by tag, and the load
+# execution StartStress starts.
+LEDGER_KINDS = set(Kind) - {Kind.INSTANCE, Kind.SECURITY_GROUP, Kind.LOAD_EXECUTION}
 
 
 def tags_of(tag_list: list[dict[str, str]]) -> dict[str, str]:

@@ -165,8 +165,9 @@ def _run_stopped_mid_load(emulator: Emulator) -> None:
 
     emulator.runtime.listeners.append(stop)
     try:
-        with World(emulator, scenario_named("pass"), DEFAULT_SPEED) as world:
-            run = merged_input({"lab": {"name": lab, **REQUEST_COUNT}}, scenario=world.run_input)
+        # A request_count load under its target: the run waits, and the load runs round after round.
+        with World(emulator, scenario_named("target-too-high"), DEFAULT_SPEED) as world:
+            run = merged_input({"lab": {"name": lab}}, scenario=world.run_input)
             start_execution(emulator, run, lab)
             assert wait_for(emulator, arn, EXECUTION_DEADLINE_SECONDS)["status"] == "ABORTED"
             settle(emulator)

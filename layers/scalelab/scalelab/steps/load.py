@@ -144,7 +144,7 @@ def _note(scaling: Scaling, aimed: float, planned: float, rate: _Rate, desired_c
         also = "" if rate.cap_name == "LoadRequestsPerSecondCap" else " or LoadRequestsPerSecondCap"
         return (
             f"the caps keep the load at {_number(planned)} {unit}, not above the target {target}: "
-            f"no scale-out is expected; raise {rate.cap_name} (now {_number(rate.cap_value)}){also}, "
+            f"no scale-out is expected; raise {rate.cap_name} (now {rate.cap_value:.0f}){also}, "
             "or lower the target"
         )
     if planned < aimed * (1 - 1e-9):
