@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import http.client
 import socket
+import threading
 import time
+from collections.abc import Iterator
+from urllib.parse import SplitResult
 
 
 class DeadlineConnection(http.client.HTTPConnection):
@@ -57,3 +60,33 @@ class DeadlineConnection(http.client.HTTPConnection):
         super().close()
         if self.opened is not None:
             self.opened.close()
+
+
+def request_target(url: SplitResult) -> str:
+    """What the request line asks for: the path (``/`` when empty) and its query."""
+    target = url.path or "/"
+    return f"{target}?{url.query}" if url.query else target
+
+
+@contextlib.contextmanager
+def bounded_connection(
+    url: SplitResult, timeout: float
+) -> Iterator[tuple[DeadlineConnection, threading.Event]]:
+    """A connection to ``url``'s host, cut ``timeout`` seconds from now whatever the server does;
+    the event is set once it was cut (an error then means the deadline, not the server)."""
+    connection = DeadlineConnection(url.hostname or "", url.port or 80, time.monotonic() + timeout)
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        connection.cut()
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield connection, expired
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(OSError):
+            connection.close()

@@ -19,10 +19,8 @@ stopped load stops within a round.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import math
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -40,7 +38,7 @@ from scalelab.contracts.load import (
 from scalelab.contracts.scaling import Scaling
 from scalelab.core.clock import as_utc, utc_iso
 from scalelab.core.errors import InvalidInput
-from scalelab.core.http import DeadlineConnection
+from scalelab.core.http import bounded_connection, request_target
 from scalelab.core.observability import logger
 from scalelab.core.settings import LoadSettings
 from scalelab.store.load import LoadTable
@@ -214,41 +212,25 @@ CONNECTION_ERROR = "connection_error"
 def _send_once(url: SplitResult, method: str, body: bytes | None, timeout: float) -> tuple[str, int]:
     """One request, bounded by ``timeout`` whatever the server does: (its HTTP status, or
     ``timeout`` or ``connection_error``; the bytes received)."""
-    target = url.path or "/"
-    if url.query:
-        target = f"{target}?{url.query}"
-    connection = DeadlineConnection(url.hostname or "", url.port or 80, time.monotonic() + timeout)
-    expired = threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        connection.cut()
-
-    watchdog = threading.Timer(timeout, expire)
-    watchdog.daemon = True
-    watchdog.start()
     received = 0
-    try:
-        headers = dict(REQUEST_HEADERS)
-        if body is not None:
-            headers["Content-Type"] = "application/octet-stream"
-        connection.request(method, target, body=body, headers=headers)
-        response = connection.getresponse()
-        # Read to the end, within the cap: the bytes out of the instance are what network_out counts.
-        while received <= MAX_TRANSFER_BYTES:
-            chunk = response.read(READ_CHUNK_BYTES)
-            if not chunk:
-                break
-            received += len(chunk)
-        return (TIMEOUT if expired.is_set() else str(response.status)), received
-    except TimeoutError:
-        return TIMEOUT, received
-    except (OSError, http.client.HTTPException):
-        return (TIMEOUT if expired.is_set() else CONNECTION_ERROR), received
-    finally:
-        watchdog.cancel()
-        with contextlib.suppress(OSError):
-            connection.close()
+    with bounded_connection(url, timeout) as (connection, expired):
+        try:
+            headers = dict(REQUEST_HEADERS)
+            if body is not None:
+                headers["Content-Type"] = "application/octet-stream"
+            connection.request(method, request_target(url), body=body, headers=headers)
+            response = connection.getresponse()
+            # Read to the end, within the cap: the bytes out of the instance are what network_out counts.
+            while received <= MAX_TRANSFER_BYTES:
+                chunk = response.read(READ_CHUNK_BYTES)
+                if not chunk:
+                    break
+                received += len(chunk)
+            return (TIMEOUT if expired.is_set() else str(response.status)), received
+        except TimeoutError:
+            return TIMEOUT, received
+        except (OSError, http.client.HTTPException):
+            return (TIMEOUT if expired.is_set() else CONNECTION_ERROR), received
 
 
 def round_length(event: WorkerEvent, now: float) -> float:

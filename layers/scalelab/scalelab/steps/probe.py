@@ -16,7 +16,6 @@ from __future__ import annotations
 import http.client
 import json
 import math
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from urllib.parse import SplitResult, urlsplit
 
 from scalelab.contracts.probe import Latency, ProbeEvent, ProbeResult
 from scalelab.core.clock import utc_iso
-from scalelab.core.http import DeadlineConnection
+from scalelab.core.http import bounded_connection, request_target
 from scalelab.core.observability import logger
 from scalelab.core.settings import ProbeSettings
 
@@ -70,37 +69,21 @@ def _instance_id(body: bytes) -> str | None:
 
 def get_once(url: SplitResult, timeout: float) -> Answer:
     """One GET, never retried, bounded by ``timeout`` from name resolution's end to the body's last byte."""
-    target = url.path or "/"
-    if url.query:
-        target = f"{target}?{url.query}"
     started = time.monotonic()
-    connection = DeadlineConnection(url.hostname or "", url.port or 80, started + timeout)
-    expired = threading.Event()
-
-    def expire() -> None:
-        expired.set()
-        connection.cut()
-
-    watchdog = threading.Timer(timeout, expire)
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        connection.request("GET", target, headers=REQUEST_HEADERS)
-        response = connection.getresponse()
-        body = response.read(MAX_BODY_BYTES)
-        latency_ms = (time.monotonic() - started) * 1000
-        watchdog.cancel()
-        if expired.is_set():
-            return Answer(TIMEOUT)  # the read was cut short at the deadline
-        ok = 200 <= response.status < 300
-        return Answer(str(response.status), latency_ms, _instance_id(body) if ok else None)
-    except TimeoutError:
-        return Answer(TIMEOUT)
-    except (OSError, http.client.HTTPException):
-        return Answer(TIMEOUT if expired.is_set() else CONNECTION_ERROR)
-    finally:
-        watchdog.cancel()
-        connection.close()
+    with bounded_connection(url, timeout) as (connection, expired):
+        try:
+            connection.request("GET", request_target(url), headers=REQUEST_HEADERS)
+            response = connection.getresponse()
+            body = response.read(MAX_BODY_BYTES)
+            latency_ms = (time.monotonic() - started) * 1000
+            if expired.is_set():
+                return Answer(TIMEOUT)  # the read was cut short at the deadline
+            ok = 200 <= response.status < 300
+            return Answer(str(response.status), latency_ms, _instance_id(body) if ok else None)
+        except TimeoutError:
+            return Answer(TIMEOUT)
+        except (OSError, http.client.HTTPException):
+            return Answer(TIMEOUT if expired.is_set() else CONNECTION_ERROR)
 
 
 def nearest_rank(values: list[float], percent: float) -> float:
