@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 
 from scalelab.contracts.base import InputModel, OutputModel
 from scalelab.core.settings import defaults_of
@@ -75,8 +75,10 @@ def check_target(metric: str, target: float) -> None:
         )
 
 
-class Scaling(OutputModel):
-    """The resolved signal: every later state reads this, so Provision checks it again."""
+class ScalingShape(BaseModel):
+    """A signal and its target, within the metric's bounds (the same rules in the input and the config)."""
+
+    model_config = ConfigDict(defer_build=True)  # as every contract (contracts/base.py)
 
     metric: ScalingMetric
     target: float
@@ -90,6 +92,10 @@ class Scaling(OutputModel):
             check_target(info.data["metric"], value)
         return value
 
+
+class Scaling(OutputModel, ScalingShape):
+    """The resolved signal: every later state reads this, so Provision checks it again."""
+
     @property
     def spec(self) -> MetricSpec:
         return METRICS[self.metric]
@@ -101,11 +107,10 @@ class Scaling(OutputModel):
         return f"{amount} {self.spec.unit}"
 
 
-class ScalingInput(InputModel):
+class ScalingInput(InputModel, ScalingShape):
     """``lab.scaling`` in the run input: the metric defaults to cpu, the target to its Parameter."""
 
     metric: ScalingMetric = "cpu"
-    target: float
 
     @model_validator(mode="before")
     @classmethod
@@ -116,12 +121,3 @@ class ScalingInput(InputModel):
         if not isinstance(metric, str) or metric not in METRICS:
             return data  # validation names the bad metric
         return {**data, "target": getattr(defaults_of(info), METRICS[metric].default_attribute)}
-
-    @field_validator("target")
-    @classmethod
-    def _target_within_bounds(cls, value: float, info: ValidationInfo) -> float:
-        # A field validator, so the message names lab.scaling.target; a bad metric is named
-        # on its own (and is then missing here).
-        if "metric" in info.data:
-            check_target(info.data["metric"], value)
-        return value
