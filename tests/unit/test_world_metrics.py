@@ -24,6 +24,7 @@ from scalelab_rehearsal.emulator import Emulator
 from scalelab_rehearsal.world import World, scenario_named
 from scalelab_rehearsal.world.front_door import FORWARDED_HEADER_BYTES, LOAD_MAX_BYTES, on_the_wire
 from scalelab_rehearsal.world.metrics import IDLE_NETWORK_BYTES_PER_MINUTE
+from scalelab_rehearsal.world.traffic import Served, Traffic
 
 # One world minute is 0.1 real second: targets are healthy in about half a real second, and the
 # alarm's three minutes pass in well under one.
@@ -105,7 +106,13 @@ def put_policy(lab: Lab, metric_type: str, target: float) -> None:
 
 
 def request(lab: Lab, path: str, data: bytes | None = None) -> tuple[int, bytes, dict[str, str]]:
-    call = urllib.request.Request(lab.url(path), data=data, method="POST" if data is not None else "GET")
+    """One request as the load generator sends it (its User-Agent makes it a rate to the world)."""
+    call = urllib.request.Request(
+        lab.url(path),
+        data=data,
+        method="POST" if data is not None else "GET",
+        headers={"User-Agent": "scalelab-load/1"},
+    )
     try:
         with urllib.request.urlopen(call, timeout=10) as answer:
             return answer.status, answer.read(), dict(answer.headers)
@@ -375,3 +382,20 @@ def test_the_request_count_alarm_watches_the_target_groups_requests_per_target(l
         "PredefinedMetricType": "ALBRequestCountPerTarget",
         "ResourceLabel": lab.resource_label,
     }
+
+
+def test_a_one_off_burst_counts_once_while_the_same_burst_from_the_load_is_a_rate() -> None:
+    # The probe's 20 requests in a fifth of a second: on AWS, 20 requests in that minute.
+    speed = 600.0
+    traffic = Traffic(speed)
+    now = time.monotonic()
+    for index in range(20):
+        for sustained in (False, True):
+            traffic.record(
+                Served(now - index * 0.01, f"i-{int(sustained)}", "tg", "lb", 100, 100, sustained=sustained)
+            )
+    minute = traffic.per_minute(now)
+    # Each datapoint the window covers (one per world minute of real time) gets its share.
+    datapoints = traffic.window / (60.0 / speed)
+    assert minute.requests["i-0"] * datapoints == pytest.approx(20)
+    assert minute.requests["i-1"] == pytest.approx(20 * 60.0 / traffic.window)

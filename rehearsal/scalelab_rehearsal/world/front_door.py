@@ -49,6 +49,8 @@ from scalelab_rehearsal.world.traffic import Served, Traffic
 UPLOAD_PATH = "/load/upload"
 DOWNLOAD_PATH = "/load/download"
 LOAD_MAX_BYTES = 1_048_576  # the app's cap on one upload or download (1 MiB)
+# What the load generator sends as its User-Agent (steps/load.py): the world counts its requests as a rate.
+LOAD_USER_AGENT = "scalelab-load/"
 READ_CHUNK = 65_536
 DIGITS = re.compile(r"^[0-9]{1,7}$")
 # NetworkIn and NetworkOut count what crosses the instance's network interfaces: the HTTP
@@ -200,7 +202,9 @@ class FrontDoor:
             # The app reset the connection: the request reached the instance, no answer came back.
             received = _drain(handler)
             _respond_json(handler, 502, {"error": "502 Bad Gateway"})
-            self._count(balancer_arn, group_arn, chosen, request_bytes + received, 0)
+            self._count(
+                handler, balancer_arn, group_arn, chosen, bytes_in=request_bytes + received, bytes_out=0
+            )
             return
         parts = urlsplit(handler.path)
         route_key = f"{handler.command} {parts.path}"
@@ -215,11 +219,22 @@ class FrontDoor:
             received = _drain(handler)
             served = f"GET {expected_path}, POST {UPLOAD_PATH}, GET {DOWNLOAD_PATH}?bytes=N"
             sent = _respond_json(handler, 404, {"error": f"only {served} are served"})
-        self._count(balancer_arn, group_arn, chosen, request_bytes + received, sent)
+        self._count(
+            handler, balancer_arn, group_arn, chosen, bytes_in=request_bytes + received, bytes_out=sent
+        )
 
     def _count(
-        self, balancer_arn: str, group_arn: str, instance_id: str, bytes_in: int, bytes_out: int
+        self,
+        handler: BaseHTTPRequestHandler,
+        balancer_arn: str,
+        group_arn: str,
+        instance_id: str,
+        *,
+        bytes_in: int,
+        bytes_out: int,
     ) -> None:
+        # The load generator names itself (steps/load.py's User-Agent): its requests are a rate.
+        sustained = (handler.headers.get("User-Agent") or "").startswith(LOAD_USER_AGENT)
         self.traffic.record(
             Served(
                 at=time.monotonic(),
@@ -228,6 +243,7 @@ class FrontDoor:
                 load_balancer_arn=balancer_arn,
                 bytes_in=on_the_wire(bytes_in + FORWARDED_HEADER_BYTES),
                 bytes_out=on_the_wire(bytes_out),
+                sustained=sustained,
             )
         )
 

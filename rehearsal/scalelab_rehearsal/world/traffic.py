@@ -7,6 +7,11 @@ seconds, the count in that window times the speed). At a high speed a world minu
 real milliseconds, in which a steady load sends zero or one request; so a rate is taken over at
 least ``MIN_WINDOW_REAL_SECONDS`` of real time, a moving average that makes the one-minute
 datapoints of a steady load steady (docs/rehearsal.md, "The load's metrics").
+
+Only the load generator's requests are a rate. Any other request (the probe's twenty, a person's
+curl) is a one-off: AWS counts it once, in the minute it came, so the world spreads it over the
+datapoints its window covers, adding up to one (scaled like the load, the probe's burst of a fifth
+of a second would read as thousands of requests a minute).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class Served:
     load_balancer_arn: str
     bytes_in: int  # into the instance: the request as the load balancer forwards it
     bytes_out: int  # out of the instance: the response
+    sustained: bool = True  # the load generator's: a rate, not a one-off
 
 
 @dataclass(frozen=True)
@@ -69,11 +75,15 @@ class Traffic:
         balancer: what the last window served, scaled from its real seconds to 60 s of AWS time."""
         now = time.monotonic() if now is None else now
         window = self.window
-        scale = 60.0 / window
+        # A rate's count over the window, at AWS's minute; a one-off's share of each datapoint
+        # that sees it (one per world minute of real time), so that it counts once in all.
+        rate_scale = 60.0 / window
+        once_scale = (60.0 / self.speed) / window
         minute = PerMinute({}, {}, {}, {}, {})
         with self._lock:
             recent = [served for served in self._served if now - served.at < window]
         for served in recent:
+            scale = rate_scale if served.sustained else once_scale
             for totals, key, amount in (
                 (minute.requests, served.instance_id, 1),
                 (minute.bytes_in, served.instance_id, served.bytes_in),
