@@ -42,6 +42,3 @@ class LoadTable:
             "expires_at": self.table.expires_at(now),
         }
         self.table.ddb.put_item(TableName=self.table.name, Item=to_attributes(values))
-
-    def measurements(self, run_id: str) -> list[StoredMeasurement]:
-        return self.table.query(run_partition(run_id), LOAD_SK_PREFIX, StoredMeasurement)
