@@ -15,12 +15,14 @@ export SAM_CLI_TELEMETRY := 0
 # The tests talk to moto only: never to a real AWS endpoint, never with real credentials.
 TEST_ENV := AWS_DEFAULT_REGION=$(REGION) AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
 	AWS_SESSION_TOKEN=testing AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null
-# pytest's parallel workers (pytest-xdist), per Python: auto is one per core; with 3.13 and 3.11
-# at once that is two processes per core, enough to fill the time the rehearsals wait on their
-# clock (docs/performance.md, "Test suite"). Tests that share a class, module or package fixture
-# stay on one worker (tests/conftest.py). PYTEST_WORKERS=0 runs every test in one process.
+# pytest's parallel workers (pytest-xdist). 3.11 (unit and contract tests, CPU-bound) takes one
+# per core (auto). 3.13 also runs the rehearsals, which spend about a third of their time
+# waiting on their clocks (a run's deadline, the world's timers): two workers per core keep the
+# cores busy through those waits (docs/performance.md, "Test suite"). Tests that share a class,
+# module or package fixture stay on one worker (tests/conftest.py). 0 runs every test in one process.
 PYTEST_WORKERS ?= auto
-XDIST := -n $(PYTEST_WORKERS) --dist loadgroup
+PYTEST_WORKERS_313 ?= $(shell echo $$(( 2 * $$(nproc) )))
+XDIST := --dist loadgroup
 
 .PHONY: help setup rehearse emulator bench bench-imports test lint typecheck template build unit unit-py311 local-invoke clean
 
@@ -114,15 +116,15 @@ build: setup ## sam build (needs python3.13 on PATH: found and put there for you
 	@py=$$(scripts/find-python 3.13) && PATH="$$(dirname "$$py"):$$PATH" \
 	  $(BIN)/sam build --template template.yaml --build-dir .aws-sam/build
 
-unit: setup ## pytest on Python 3.13 (sam local invoke has its own target), PYTEST_WORKERS at once
-	$(TEST_ENV) $(BIN)/python -m pytest $(XDIST) --ignore=tests/local_invoke
+unit: setup ## pytest on Python 3.13 (sam local invoke has its own target), PYTEST_WORKERS_313 at once
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(PYTEST_WORKERS_313) $(XDIST) --ignore=tests/local_invoke
 
 # 3.11 runs the unit and contract tests: they reach every line of the layer and the handlers that
 # the workflow tests reach on 3.13 (measured with coverage.py: docs/performance.md, "Test suite").
 # PY311_TESTS=tests runs the workflow tests on 3.11 too.
 PY311_TESTS ?= tests/unit tests/contract
 unit-py311: setup ## pytest on Python 3.11, where it is installed: the unit and contract tests (PY311_TESTS)
-	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest $(XDIST) -p no:cacheprovider --ignore=tests/reliability --ignore=tests/local_invoke $(PY311_TESTS); \
+	@if [ -x $(VENV311)/bin/python ]; then $(TEST_ENV) $(VENV311)/bin/python -m pytest -n $(PYTEST_WORKERS) $(XDIST) -p no:cacheprovider --ignore=tests/reliability --ignore=tests/local_invoke $(PY311_TESTS); \
 	else echo "unit-py311: skipped, no Python 3.11 on this machine"; fi
 
 # Docker and the stand-in base image are set up by the tests' fixtures (scripts/docker-engine,

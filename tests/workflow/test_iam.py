@@ -257,25 +257,42 @@ def _without_action(policies: list[NamedPolicy], statement: Statement, action: s
     return reduced
 
 
+# A recorded check that was allowed, with a principal that made it and the statements that allowed it.
+RecordedCheck = tuple[Check, Principal, tuple[str, ...]]
+
+
 def _denials(
-    enforcement: Enforcement, checks: list[tuple[Check, Principal]], policies: list[NamedPolicy]
+    enforcement: Enforcement, checks: list[RecordedCheck], policies: list[NamedPolicy], removed: Statement
 ) -> list[str]:
-    """The AccessDenied messages the recorded checks would get under ``policies``."""
+    """The AccessDenied messages the recorded checks would get under ``policies``, which are the
+    role's policies without (part of) ``removed``.
+
+    Only checks that ``removed`` may have carried are decided again. Removing an Allow cannot
+    deny a check that another statement allowed: the evaluator names the statements that allowed
+    each check of one resource, and when it names one other than ``removed``, that one still
+    allows it. A check on no resource (decided on "*", over every resource type) or with no
+    statement named is always decided again."""
+    removed_id = f"{removed.policy}#{removed.label}"
     return [
         denial_message(principal, check, decision)
-        for check, principal in checks
+        for check, principal, allowed_by in checks
+        if check.resource is None or not allowed_by or removed_id in allowed_by
         if not (decision := enforcement.evaluator.evaluate(principal.arn, check, policies)).allowed
     ]
 
 
-def _checks_by_role(calls: list[CheckedCall]) -> dict[str, list[tuple[Check, Principal]]]:
+def _checks_by_role(calls: list[CheckedCall]) -> dict[str, list[RecordedCheck]]:
     """Each role's distinct checks that were allowed, with a principal that made them."""
-    by_role: dict[str, dict[str, tuple[Check, Principal]]] = {}
+    by_role: dict[str, dict[str, RecordedCheck]] = {}
     for call in calls:
         for check, decision in call.checks:
             if decision.allowed:
                 key = json.dumps([check.action, check.resource, check.context], sort_keys=True)
-                by_role.setdefault(call.principal.role_arn, {})[key] = (check, call.principal)
+                by_role.setdefault(call.principal.role_arn, {})[key] = (
+                    check,
+                    call.principal,
+                    decision.allowed_by,
+                )
     return {role: list(checks.values()) for role, checks in by_role.items()}
 
 
@@ -385,7 +402,7 @@ def test_every_statement_is_needed(recording: Recording) -> None:
         reduced = (
             _without(policies, statement) if action is None else _without_action(policies, statement, action)
         )
-        return _denials(enforcement, checks.get(statement.role_arn, []), reduced)
+        return _denials(enforcement, checks.get(statement.role_arn, []), reduced, statement)
 
     needed: list[str] = []
     unused: list[str] = []
