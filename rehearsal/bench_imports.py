@@ -54,8 +54,20 @@ print(time.perf_counter() - started, time.process_time() - cpu)
 """
 _YARDSTICK = f"import boto3\nboto3.client({YARDSTICK_SERVICE!r})"
 _HANDLER = "import app\napp.lambda_handler"
+# What every handler here imports and makes before a line of scalelab runs: the yardstick, pydantic
+# (the handlers parse their events with it) and Powertools' Logger, Metrics and Tracer as
+# scalelab.core.observability makes them (the Tracer imports the X-Ray SDK). Printed as its own
+# row, in a handler's environment (so the Tracer is on), to show how much of each handler's
+# ratio the layer's own code adds.
+_FLOOR = (
+    f"{_YARDSTICK}\n"
+    "from pydantic import BaseModel\n"
+    "from aws_lambda_powertools import Logger, Metrics, Tracer\n"
+    "Logger(); Metrics(); Tracer(patch_modules=('botocore', 'httplib'))"
+)
 # In this checkout's environment, not in Lambda's runtime (see the docstring).
 NOT_IN_LAMBDA = ("awscrt", "OpenSSL")
+FLOOR = "+ pydantic, Powertools"
 
 
 @dataclass(frozen=True)
@@ -151,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     # Per round: (wall, CPU) of boto3 and one client, and of each handler's import.
     yardstick: list[tuple[float, float]] = []
     imports: dict[str, list[tuple[float, float]]] = {function.name: [] for function in functions}
+    imports[FLOOR] = []
     for _ in range(args.pairs):
         yardstick.append(_seconds(layer, _YARDSTICK, base))
+        imports[FLOOR].append(_seconds(layer, _FLOOR, {**base, **functions[0].environment}))
         for function in functions:
             path = [str(function.code_dir), *layer]
             imports[function.name].append(_seconds(path, _HANDLER, {**base, **function.environment}))
@@ -168,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     out.write(f"{'':<24} {'wall (s)':>9} {'ratio':>6} {'CPU (s)':>9} {'ratio':>6}\n")
     bare_wall, bare_cpu = median(yardstick, 0), median(yardstick, 1)
     out.write(f"{'boto3 + one client':<24} {bare_wall:>9.3f} {1:>6.2f} {bare_cpu:>9.3f} {1:>6.2f}\n")
+    out.write(
+        f"{FLOOR:<24} {median(imports[FLOOR], 0):>9.3f} {ratio(FLOOR, 0):>6.2f} "
+        f"{median(imports[FLOOR], 1):>9.3f} {ratio(FLOOR, 1):>6.2f}\n"
+    )
     worst = 0.0
     for function in functions:
         name = function.name
