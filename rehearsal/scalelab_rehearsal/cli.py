@@ -348,37 +348,28 @@ def _progress_for(stream: TextIO) -> Progress:
     return PlainProgress(stream)
 
 
-class _Follow:
-    """Hands history events to the progress view and notes that the execution has started."""
-
-    def __init__(self, progress: Progress | None) -> None:
-        self.progress = progress
-        self.started = False
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.started = True
-        if self.progress is not None:
-            self.progress.on_event(event)
-
-
 def _rehearse(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     log_path = LOGS_DIR / f"rehearsal-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.getpid()}.log"
     progress = None if args.json else _progress_for(out)
-    follow = _Follow(progress)
+    started: list[str] = []  # the execution's ARN, once the emulated account has started it
     with _output_to_run_log(log_path):
         if progress is not None:
             progress.begin()
         try:
             outcome = rehearsal.rehearse(
-                scenario=args.scenario, speed=args.speed, run_input=args.input, on_event=follow
+                scenario=args.scenario,
+                speed=args.speed,
+                run_input=args.input,
+                on_event=None if progress is None else progress.on_event,
+                on_start=started.append,
             )
         except KeyboardInterrupt:
             err.write(f"{PROG} rehearse: interrupted; the emulator was stopped\n")
             return EXIT_INTERRUPTED
         except Exception as error:  # reported with its traceback in the log, and turned into an exit status
             LOG.exception("the rehearsal stopped")
-            return _broken(error, follow.started, log_path, err)
+            return _broken(error, bool(started), log_path, err)
         finally:
             if progress is not None:
                 progress.end()

@@ -139,11 +139,13 @@ def wait_for(
     deadline = time.monotonic() + timeout_seconds
     while True:
         description: dict[str, Any] = sfn.describe_execution(executionArn=execution_arn)
-        events = history(emulator, execution_arn)
+        # moto answers every look at the history with all of it (no paging): only when someone
+        # follows the events.
         if on_event is not None:
+            events = history(emulator, execution_arn)
             for event in events[seen:]:
                 on_event(event)
-        seen = len(events)
+            seen = len(events)
         if description["status"] in TERMINAL_STATUSES:
             return description
         if time.monotonic() > deadline:
@@ -259,12 +261,15 @@ def rehearse(
     scenario: str = "pass",
     speed: float | None = None,
     run_input: dict[str, Any] | None = None,
+    *,
     on_event: Callable[[dict[str, Any]], None] | None = None,
     timeout_seconds: float | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> Outcome:
     """Rehearse one lab run end to end and return its outcome; the emulator is gone afterwards.
 
-    Without ``timeout_seconds``, the wait lasts as long as the run's deadlines allow, and then some.
+    ``on_start`` is given the execution's ARN once it has started, ``on_event`` each event of its
+    history as it comes. Without ``timeout_seconds``, the wait lasts as long as the run's deadlines allow, and then some.
     """
     started = time.monotonic()
     chosen = scenario_named(scenario)
@@ -274,6 +279,8 @@ def rehearse(
         if timeout_seconds is None:
             timeout_seconds = EXECUTION_SLACK_SECONDS + _deadlines_total(run)
         execution_arn = start_execution(emulator, run)
+        if on_start is not None:
+            on_start(execution_arn)
         description = wait_for(emulator, execution_arn, timeout_seconds, on_event)
         return collect(emulator, execution_arn, description, started, world)
 
