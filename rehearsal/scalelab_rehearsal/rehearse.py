@@ -269,7 +269,8 @@ def rehearse(
     """Rehearse one lab run end to end and return its outcome; the emulator is gone afterwards.
 
     ``on_start`` is given the execution's ARN once it has started, ``on_event`` each event of its
-    history as it comes. Without ``timeout_seconds``, the wait lasts as long as the run's deadlines allow, and then some.
+    history as it comes. Without ``timeout_seconds``, the wait lasts as long as the run's
+    deadlines allow, and then some.
     """
     started = time.monotonic()
     chosen = scenario_named(scenario)
