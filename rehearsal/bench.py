@@ -9,8 +9,9 @@ met; it never fails on the target, only when a run gives no passing verdict.
 
     python rehearsal/bench.py [--runs N] [--suite]
 
-``--suite`` also times the workflow test suite (``pytest tests/workflow``)
-once, the figure that says whether it stays fast enough for every change.
+``--suite`` also times the workflow test suite (``pytest tests/workflow``, on two
+workers per core as `make test` runs it) once, the figure that says whether it stays
+fast enough for every change.
 """
 
 from __future__ import annotations
@@ -83,10 +84,24 @@ def rehearse_once() -> Run:
 
 
 def time_workflow_suite() -> str:
-    """Wall time of ``pytest tests/workflow``, with pytest's own closing line."""
+    """Wall time of ``pytest tests/workflow`` on as many workers as `make unit` gives 3.13 (two
+    per core), with pytest's own closing line."""
+    workers = 2 * (os.cpu_count() or 1)
     started = time.perf_counter()
-    finished = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests/workflow", "-q", "-p", "no:cacheprovider"],
+    finished = subprocess.run(  # noqa: S603 - this interpreter running pytest, no shell
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/workflow",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            str(workers),
+            "--dist",
+            "loadgroup",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -97,7 +112,7 @@ def time_workflow_suite() -> str:
     closing = next(
         (line.strip("= ") for line in reversed(finished.stdout.splitlines()) if " in " in line), "no result"
     )
-    return f"\nworkflow suite (pytest tests/workflow): {seconds:.1f} s wall; {closing}"
+    return f"\nworkflow suite (pytest tests/workflow, {workers} workers): {seconds:.1f} s wall; {closing}"
 
 
 AWS_GOAL_SECONDS = 7 * 60  # issue 14: a verdict on AWS, teardown done, within 7 minutes
