@@ -1,4 +1,5 @@
-"""Look into the emulated account: what a run left behind, and AWS faults on demand."""
+"""Look into the emulated account: what a run left behind, and AWS faults on demand; and a run's
+group made in it."""
 
 from __future__ import annotations
 
@@ -75,3 +76,33 @@ def lab_resources() -> dict[str, list[str]]:
     The default VPC's own security groups are not counted: every account has them.
     """
     return _by_label([ref for ref, _tags in live_resources(clients=boto3.client)])
+
+
+def run_group(name: str, run_id: str, desired: int = 2) -> list[str]:
+    """An Auto Scaling group in two of the default VPC's subnets whose instances carry
+    ``scalelab:run=<run_id>``; returns their ids, sorted."""
+    ec2, autoscaling = boto3.client("ec2"), boto3.client("autoscaling")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    subnets = [subnet["SubnetId"] for subnet in ec2.describe_subnets()["Subnets"]][:2]
+    ec2.create_launch_template(
+        LaunchTemplateName=name, LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
+    )
+    autoscaling.create_auto_scaling_group(
+        AutoScalingGroupName=name,
+        LaunchTemplate={"LaunchTemplateName": name, "Version": "$Default"},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=desired,
+        VPCZoneIdentifier=",".join(subnets),
+        Tags=[
+            {
+                "Key": RUN_TAG,
+                "Value": run_id,
+                "PropagateAtLaunch": True,
+                "ResourceId": name,
+                "ResourceType": "auto-scaling-group",
+            }
+        ],
+    )
+    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
+    return sorted(instance["InstanceId"] for instance in group["Instances"])

@@ -15,12 +15,12 @@ from scalelab.contracts.resources import Kind, ResourceRef
 from scalelab.contracts.scaling import Scaling
 from scalelab.contracts.stress import StartStressEvent, StopStressEvent
 from scalelab.core.errors import ForeignCommand, InvalidInput
-from scalelab.core.naming import RUN_TAG
 from scalelab.core.settings import JanitorSettings, LoadSettings
 from scalelab.steps.janitor import sweep
 from scalelab.steps.stress import start_stress, stop_stress
 from scalelab.steps.teardown import teardown_lab
 from scalelab.store.runs import RunTable
+from tests.support.account import run_group
 
 RUN = "load-0001"
 GROUP = f"scalelab-{RUN}"
@@ -38,23 +38,7 @@ def _state_machine(name: str) -> str:
 @pytest.fixture
 def instances(account: None) -> list[str]:
     """The run's group of two, its instances tagged for the run."""
-    ec2, autoscaling = boto3.client("ec2"), boto3.client("autoscaling")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    subnets = [subnet["SubnetId"] for subnet in ec2.describe_subnets()["Subnets"]][:2]
-    ec2.create_launch_template(
-        LaunchTemplateName=GROUP, LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
-    )
-    autoscaling.create_auto_scaling_group(
-        AutoScalingGroupName=GROUP,
-        LaunchTemplate={"LaunchTemplateName": GROUP, "Version": "$Default"},
-        MinSize=0,
-        MaxSize=4,
-        DesiredCapacity=2,
-        VPCZoneIdentifier=",".join(subnets),
-        Tags=[{"Key": RUN_TAG, "Value": RUN, "PropagateAtLaunch": True, "ResourceId": GROUP}],
-    )
-    group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])["AutoScalingGroups"][0]
-    return sorted(instance["InstanceId"] for instance in group["Instances"])
+    return run_group(GROUP, RUN)
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from scalelab.steps.stress import (
 )
 from scalelab.store.runs import RunTable
 from tests.conftest import REGION, FakeLambdaContext
-from tests.support.account import aws_fault
+from tests.support.account import aws_fault, run_group
 from tests.unit.test_userdata import shellcheck
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,34 +63,9 @@ MakeGroup = Callable[..., list[str]]
 @pytest.fixture
 def make_group(account: None) -> MakeGroup:
     """An Auto Scaling group whose instances carry ``scalelab:run=<run_tag>``; returns their ids."""
-    ec2 = boto3.client("ec2")
-    autoscaling = boto3.client("autoscaling")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-    subnets = [subnet["SubnetId"] for subnet in ec2.describe_subnets()["Subnets"]][:2]
 
     def make(name: str = GROUP, run_tag: str = RUN, desired: int = 2) -> list[str]:
-        ec2.create_launch_template(
-            LaunchTemplateName=name, LaunchTemplateData={"ImageId": image, "InstanceType": "t3.micro"}
-        )
-        autoscaling.create_auto_scaling_group(
-            AutoScalingGroupName=name,
-            LaunchTemplate={"LaunchTemplateName": name, "Version": "$Default"},
-            MinSize=0,
-            MaxSize=4,
-            DesiredCapacity=desired,
-            VPCZoneIdentifier=",".join(subnets),
-            Tags=[
-                {
-                    "Key": RUN_TAG,
-                    "Value": run_tag,
-                    "PropagateAtLaunch": True,
-                    "ResourceId": name,
-                    "ResourceType": "auto-scaling-group",
-                }
-            ],
-        )
-        group = autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])["AutoScalingGroups"][0]
-        return sorted(instance["InstanceId"] for instance in group["Instances"])
+        return run_group(name, run_tag, desired)
 
     return make
 
