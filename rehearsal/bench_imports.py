@@ -67,7 +67,7 @@ _FLOOR = (
 )
 # In this checkout's environment, not in Lambda's runtime (see the docstring).
 NOT_IN_LAMBDA = ("awscrt", "OpenSSL")
-FLOOR = "+ pydantic, Powertools"
+FLOOR_ROW = "+ pydantic, Powertools"
 
 
 @dataclass(frozen=True)
@@ -163,10 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     # Per round: (wall, CPU) of boto3 and one client, and of each handler's import.
     yardstick: list[tuple[float, float]] = []
     imports: dict[str, list[tuple[float, float]]] = {function.name: [] for function in functions}
-    imports[FLOOR] = []
+    imports[FLOOR_ROW] = []
     for _ in range(args.pairs):
         yardstick.append(_seconds(layer, _YARDSTICK, base))
-        imports[FLOOR].append(_seconds(layer, _FLOOR, {**base, **functions[0].environment}))
+        imports[FLOOR_ROW].append(_seconds(layer, _FLOOR, {**base, **functions[0].environment}))
         for function in functions:
             path = [str(function.code_dir), *layer]
             imports[function.name].append(_seconds(path, _HANDLER, {**base, **function.environment}))
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     bare_wall, bare_cpu = median(yardstick, 0), median(yardstick, 1)
     out.write(f"{'boto3 + one client':<24} {bare_wall:>9.3f} {1:>6.2f} {bare_cpu:>9.3f} {1:>6.2f}\n")
     out.write(
-        f"{FLOOR:<24} {median(imports[FLOOR], 0):>9.3f} {ratio(FLOOR, 0):>6.2f} "
-        f"{median(imports[FLOOR], 1):>9.3f} {ratio(FLOOR, 1):>6.2f}\n"
+        f"{FLOOR_ROW:<24} {median(imports[FLOOR_ROW], 0):>9.3f} {ratio(FLOOR_ROW, 0):>6.2f} "
+        f"{median(imports[FLOOR_ROW], 1):>9.3f} {ratio(FLOOR_ROW, 1):>6.2f}\n"
     )
     worst = 0.0
     for function in functions:
