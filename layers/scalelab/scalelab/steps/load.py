@@ -250,8 +250,10 @@ def run_worker(event: WorkerEvent, table: LoadTable) -> Measurement:
     interval = 1.0 / event.requests_per_second
     ok = sent = received = 0
     failures: Counter[str] = Counter()
-    next_at = started
-    while next_at < stop_at:
+    # Each request is due a whole number of intervals after the pacing's origin (a sum of
+    # intervals would drift: ten of 0.1 s come to just under 1 s, room for an eleventh).
+    origin, due = started, 0
+    while (next_at := origin + due * interval) < stop_at:
         pause = next_at - time.monotonic()
         if pause > 0:
             time.sleep(pause)
@@ -264,8 +266,11 @@ def run_worker(event: WorkerEvent, table: LoadTable) -> Measurement:
         # A body is sent once connected (a connection refused or never made sent none).
         sent += len(body) if body is not None and outcome != CONNECTION_ERROR else 0
         received += got
-        # Paced from the round's start: a slow answer is not made up for with a burst.
-        next_at = max(next_at + interval, time.monotonic())
+        due += 1
+        # A slow answer is not made up for with a burst: the pacing starts again from now.
+        now = time.monotonic()
+        if origin + due * interval < now:
+            origin, due = now, 0
     ended_wall = time.time()
     measurement = Measurement(
         run_id=event.run_id,
